@@ -36,14 +36,10 @@ def parse(value: str) -> Loadparm:
         raise ValueError(f"LOADPARM {value!r}: expected 1-8 characters, got {len(text)}")
     padded = text.ljust(8)
     iodf, suffix, imsi, nucleus = padded[0:4], padded[4:6], padded[6], padded[7]
-    if not _IODF.fullmatch(iodf.rstrip()) or " " in iodf.rstrip():
+    # With later positions present, all four IODF positions must be filled.
+    if not _IODF.fullmatch(iodf if len(text) > 4 else iodf.rstrip()):
         raise ValueError(
             f"LOADPARM {value!r}: positions 1-4 must be the IODF device number (hex digits), got {iodf!r}"
-        )
-    if len(iodf.rstrip()) != 4 and len(text) > 4:
-        raise ValueError(
-            f"LOADPARM {value!r}: positions 1-4 must hold all 4 hex digits of the IODF device number"
-            " when later positions are given"
         )
     if suffix.strip() and not _SUFFIX.fullmatch(suffix):
         raise ValueError(
