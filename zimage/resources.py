@@ -12,8 +12,8 @@ import secrets
 PREFIX = "zimage-"
 BUILD_ID_RE = re.compile(r"^[a-z][a-z0-9]{7}$")
 
-# Deletion order: floating IP -> instance -> volumes -> subnet -> security group -> key -> VPC,
-# then the per-build COS credentials.
+# Deletion order: floating IP -> instance -> volumes -> subnet -> security group -> key -> VPC.
+# The mover reaches COS through presigned URLs only, so there are no per-build credentials.
 TEARDOWN_ORDER = (
     "floating_ip",
     "instance",
@@ -22,7 +22,6 @@ TEARDOWN_ORDER = (
     "security_group",
     "key",
     "vpc",
-    "hmac_key",
 )
 
 

@@ -1,0 +1,123 @@
+"""The resource ledger of a build: every cloud resource a run creates, recorded at once.
+
+An entry is written *before* the create call (name and kind known, id not yet) and completed
+after it, so a crash between the two still leaves a name to find the resource by. The ledger
+is kept in the bucket (`zimage-ledger/<build>.json`) and in a local file; teardown and
+`reap-orphans` read it back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from zimage import resources
+
+log = logging.getLogger(__name__)
+
+State = Literal["creating", "created", "deleted", "failed"]
+
+
+class Entry(BaseModel):
+    kind: str
+    name: str
+    id: str | None = None
+    crn: str | None = None
+    state: State = "creating"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    deleted_at: datetime | None = None
+    error: str | None = None
+
+
+class LedgerDocument(BaseModel):
+    build_id: str
+    image: str
+    started: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    pid: int = Field(default_factory=os.getpid)
+    flow_run_id: str | None = None
+    status: Literal["running", "finished", "failed"] = "running"
+    entries: list[Entry] = Field(default_factory=list)
+
+    def live(self) -> list[Entry]:
+        """Entries that may still exist, in teardown order."""
+        live = [e for e in self.entries if e.state in ("creating", "created", "failed")]
+        return sorted(live, key=lambda e: resources.teardown_rank(e.kind))
+
+
+Sink = Callable[[LedgerDocument], None]
+
+
+class Ledger:
+    """Thread-safe; every change is written to every sink before the call returns."""
+
+    def __init__(self, document: LedgerDocument, sinks: list[Sink]):
+        self.document = document
+        self._sinks = sinks
+        self._lock = threading.Lock()
+
+    def _save(self) -> None:
+        errors = []
+        for sink in self._sinks:
+            try:
+                sink(self.document)
+            except Exception as exc:  # one sink down must not lose the record in the others
+                errors.append(exc)
+                log.warning("ledger %s: a sink failed: %s", self.document.build_id, exc)
+        if errors and len(errors) == len(self._sinks):
+            raise RuntimeError(f"ledger {self.document.build_id}: no sink could record the change: {errors[0]}")
+
+    def intend(self, kind: str, name: str) -> Entry:
+        resources.teardown_rank(kind)
+        with self._lock:
+            entry = Entry(kind=kind, name=name)
+            self.document.entries.append(entry)
+            self._save()
+            return entry
+
+    def created(self, entry: Entry, id: str, crn: str | None = None) -> None:
+        with self._lock:
+            entry.id, entry.crn, entry.state = id, crn, "created"
+            self._save()
+
+    def deleted(self, entry: Entry) -> None:
+        with self._lock:
+            entry.state, entry.deleted_at, entry.error = "deleted", datetime.now(UTC), None
+            self._save()
+
+    def failed(self, entry: Entry, error: str) -> None:
+        with self._lock:
+            entry.state, entry.error = "failed", error
+            self._save()
+
+    def finish(self, ok: bool) -> None:
+        with self._lock:
+            self.document.status = "finished" if ok else "failed"
+            self._save()
+
+
+def file_sink(directory: Path) -> Sink:
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def write(document: LedgerDocument) -> None:
+        path = directory / f"{document.build_id}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(document.model_dump_json(indent=2))
+        os.replace(tmp, path)
+
+    return write
+
+
+def read_file(path: Path) -> LedgerDocument:
+    return LedgerDocument.model_validate(json.loads(path.read_text()))
+
+
+def default_directory() -> Path:
+    return Path(os.environ.get("ZIMAGE_STATE_DIR", "~/.zimage")).expanduser() / "ledger"

@@ -1,0 +1,113 @@
+"""What a deploy of one image would create and upload: computed, never executed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from zimage import objects, resources, sizing
+from zimage.config import Config
+
+
+class PlannedResource(BaseModel):
+    kind: str
+    name: str
+    detail: str = ""
+    temporary: bool = True
+
+
+class PlannedObject(BaseModel):
+    key: str
+    size: int | None = None
+    content_type: str = "application/octet-stream"
+
+
+class Plan(BaseModel):
+    image: str
+    image_bytes: int
+    boot_bytes: int
+    data_volume_gb: int
+    resources: list[PlannedResource]
+    objects: list[PlannedObject]
+    user_data_bytes: int | None = None
+
+    def text(self) -> str:
+        lines = [
+            f"image {self.image}: {sizing.human(self.image_bytes)} of volumes "
+            f"({sizing.human(self.boot_bytes)} on the system residence component)",
+            "",
+            "cloud resources (temporary ones are deleted by the run):",
+        ]
+        width = max(len(r.kind) for r in self.resources)
+        name_width = max(len(r.name) for r in self.resources)
+        for res in self.resources:
+            mark = "temporary" if res.temporary else "kept     "
+            lines.append(f"  {mark}  {res.kind:<{width}}  {res.name:<{name_width}}  {res.detail}".rstrip())
+        lines += ["", f"objects in the bucket ({len(self.objects)}):"]
+        for obj in self.objects:
+            size = f"  ({sizing.human(obj.size)} uncompressed)" if obj.size else ""
+            lines.append(f"  {obj.key}{size}")
+        if self.user_data_bytes is not None:
+            lines += ["", f"user data: {self.user_data_bytes} bytes of {64 * 1024} allowed"]
+        return "\n".join(lines) + "\n"
+
+
+def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_bytes: int | None = None) -> Plan:
+    image = cfg.image(image_name)
+    target = cfg.target
+    components = cfg.image_components(image)
+    size = cfg.image_size(image)
+    boot = sum(c.size_bytes for c in components if c.type == "sysres")
+    data_gb = sizing.data_volume_gb(size)
+    mover = target.mover
+    n = lambda role: resources.name(build_id, role)  # noqa: E731
+    res = [
+        PlannedResource(kind="vpc", name=n("vpc"), detail=f"region {target.region}"),
+        PlannedResource(kind="subnet", name=n("subnet"), detail=f"{target.zone_name}, 256 addresses"),
+        PlannedResource(
+            kind="security_group",
+            name=n("sg"),
+            detail="outbound all" + (", inbound 22" if mover.ssh_access else ", no inbound"),
+        ),
+        PlannedResource(kind="key", name=n("key"), detail="ed25519, generated for the build"),
+        PlannedResource(
+            kind="volume", name=n("boot"), detail=f"{sizing.BOOT_VOLUME_GB} GB {mover.volume_profile}"
+        ),
+        PlannedResource(
+            kind="volume", name=n("qcow2"), detail=f"{sizing.QCOW2_VOLUME_GB} GB {mover.volume_profile}"
+        ),
+        PlannedResource(kind="volume", name=n("data"), detail=f"{data_gb} GB {mover.volume_profile}"),
+        PlannedResource(
+            kind="instance", name=n("mover"), detail=f"{mover.profile}, newest image matching {mover.image!r}"
+        ),
+    ]
+    if mover.ssh_access:
+        res.append(PlannedResource(kind="floating_ip", name=n("fip"), detail="for SSH access"))
+    if target.encryption_key_crn:
+        for r in res:
+            if r.kind == "volume":
+                r.detail += ", customer root key"
+    res += [
+        PlannedResource(
+            kind="image", name=image.name, detail=f"custom image, {image.os}", temporary=False
+        ),
+        PlannedResource(kind="snapshot", name=image.snapshot_name, detail="of the data volume", temporary=False),
+    ]
+    objs = [
+        PlannedObject(key=objects.metadata_key(image.name), content_type="application/json"),
+        PlannedObject(key=objects.devmap_key(image.name), content_type="text/plain"),
+    ]
+    for component in components:
+        for vol in component.volumes:
+            objs.append(
+                PlannedObject(key=f"{objects.volumes_prefix(image.name)}{vol.volser}_<generation>.gz", size=vol.size_bytes)
+            )
+    objs.append(PlannedObject(key=objects.qcow2_key(image.name)))
+    return Plan(
+        image=image.name,
+        image_bytes=size,
+        boot_bytes=boot,
+        data_volume_gb=data_gb,
+        resources=res,
+        objects=objs,
+        user_data_bytes=user_data_bytes,
+    )
