@@ -1,0 +1,47 @@
+"""Command line: `python -m datamover local ...` and `python -m datamover vsi ...`."""
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Optional
+
+from datamover.engine import default_jobs
+from datamover.layout import LAYOUTS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datamover", description="Convert the gzip'd volume objects of an image into its data volume and qcow2."
+    )
+    sub = parser.add_subparsers(dest="mode", required=True)
+    local = sub.add_parser("local", help="object directory -> OUT/<image>-data.img, OUT/<image>.qcow2")
+    local.add_argument("--objects", required=True, help="directory holding image-metadata.json, devmap, volumes")
+    local.add_argument("--out", required=True, help="output directory")
+    local.add_argument("--layout", choices=LAYOUTS, default="all-in-data")
+    vsi = sub.add_parser("vsi", help="run on the mover VSI from a mover configuration")
+    source = vsi.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-url", help="URL of the mover configuration (JSON)")
+    source.add_argument("--config", help="file holding the mover configuration")
+    vsi.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the volumes are mounted")
+    for mode in (local, vsi):
+        mode.add_argument("--jobs", type=int, default=None, help=f"volumes in parallel (default {default_jobs()})")
+        mode.add_argument("--retries", type=int, default=2, help="attempts after the first for a failed volume")
+        mode.add_argument("--retry-delay", type=float, default=5.0, help="seconds before a retry")
+        mode.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    jobs = args.jobs or default_jobs()
+    if args.mode == "local":
+        from datamover.local import run_local
+
+        return run_local(
+            os.path.abspath(args.objects), os.path.abspath(args.out), jobs, args.layout,
+            args.retries, args.retry_delay, args.progress_every,
+        )
+    from datamover.vsi import run_vsi
+
+    return run_vsi(args.config_url, args.config, args.workdir, args.jobs, args.retries, args.retry_delay,
+                   args.progress_every)

@@ -1,0 +1,78 @@
+"""Streaming gunzip in bounded memory, with the fastest inflate implementation available.
+
+zlib-ng and ISA-L inflate long runs of zeros (most of a volume) several times faster than zlib;
+both are drop-in zlib APIs. ZIMAGE_INFLATE=zlib|isal|zlib-ng forces a choice (benchmarks, tests).
+"""
+
+import importlib
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from types import ModuleType
+
+GZIP_WBITS = 31  # zlib checks the gzip header, CRC-32 and length trailer itself
+_CANDIDATES = (("zlib-ng", "zlib_ng.zlib_ng"), ("isal", "isal.isal_zlib"), ("zlib", "zlib"))
+
+
+class GzipError(Exception):
+    """The compressed stream is damaged: bad header, CRC, length, truncation or trailing data."""
+
+
+def inflate_module() -> tuple[str, ModuleType]:
+    """(name, zlib-compatible module) of the inflate implementation to use."""
+    wanted = os.environ.get("ZIMAGE_INFLATE")
+    for name, module in _CANDIDATES:
+        if wanted and wanted != name:
+            continue
+        try:
+            return name, importlib.import_module(module)
+        except ImportError:
+            if wanted:
+                raise
+    return "zlib", zlib
+
+
+def gunzip(chunks: Iterable[bytes], zmod: ModuleType, out_max: int) -> Iterator[bytes]:
+    """Decompress a (possibly multi-member) gzip stream into chunks of at most out_max bytes.
+
+    A member that ends early, a corrupt member or non-zero bytes after the last member raise
+    GzipError; zero padding after the last member is accepted, as gzip(1) does.
+    """
+    inflater = zmod.decompressobj(GZIP_WBITS)
+    started = False  # a member has begun (its header bytes were fed)
+    padding = False  # only zero bytes seen since the last member ended
+    try:
+        for data in chunks:
+            while data:
+                if padding or (started and inflater.eof):
+                    if data.strip(b"\0") == b"":
+                        padding = True
+                        break
+                    if padding:
+                        raise GzipError("non-zero bytes after zero padding that follows the gzip stream")
+                    inflater = zmod.decompressobj(GZIP_WBITS)
+                started = True
+                while True:
+                    out = inflater.decompress(data, out_max)
+                    if out:
+                        yield out
+                    if inflater.eof:
+                        data = inflater.unused_data
+                        break
+                    data = inflater.unconsumed_tail
+                    # output may still be pending inside the inflater when out_max was reached
+                    if not data and len(out) < out_max:
+                        break
+    except zmod.error as exc:
+        raise GzipError(f"corrupt gzip data: {exc}") from exc
+    if not started:
+        raise GzipError("empty object: no gzip stream")
+    if not inflater.eof and not padding:
+        raise GzipError("gzip stream is truncated")
+
+
+def passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """For volumes stored uncompressed."""
+    for data in chunks:
+        if data:
+            yield data

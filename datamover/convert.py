@@ -1,0 +1,156 @@
+"""One volume: stream -> decompress -> verify -> sparse write, in constant memory, with retries."""
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Optional
+
+from datamover import ckd
+from datamover.codec import GzipError, gunzip, passthrough
+from datamover.errors import Cancelled, MoverError, VolumeError
+from datamover.manifest import VolumeEntry
+from datamover.prefetch import Prefetcher
+from datamover.progress import MB, Progress, log
+from datamover.sink import SparseWriter
+from datamover.sources import MissingObject, ObjectSource
+
+IN_CHUNK = 1 << 20  # compressed bytes per read
+OUT_CHUNK = 1 << 20  # most decompressed bytes held at once (bounds memory on highly compressed data)
+
+
+@dataclass
+class VolumeResult:
+    name: str
+    file_name: str
+    target: str  # "data" or "boot"
+    state: str = "pending"  # pending | succeeded | failed | cancelled
+    bytes: int = 0
+    written: int = 0  # bytes not left as holes
+    gz_bytes: int = 0
+    sha256: Optional[str] = None
+    gz_sha256: Optional[str] = None
+    seconds: float = 0.0
+    attempts: int = 0
+    checks: dict[str, str] = field(default_factory=dict)
+    error: Optional[str] = None
+
+    def as_json(self) -> dict[str, Any]:
+        doc = {k.replace("_", "-"): v for k, v in self.__dict__.items()}
+        doc["mb-per-s"] = round(self.bytes / MB / self.seconds, 1) if self.seconds > 0 else None
+        return doc
+
+
+@dataclass(frozen=True)
+class Settings:
+    zmod: ModuleType
+    retries: int = 2  # attempts after the first
+    retry_delay: float = 5.0
+    sync: bool = True  # fsync each volume file when done
+
+
+def convert_volume(
+    vol: VolumeEntry,
+    target: str,
+    source: ObjectSource,
+    path: str,
+    progress: Progress,
+    cancel: threading.Event,
+    settings: Settings,
+) -> VolumeResult:
+    result = VolumeResult(vol.name, vol.file_name, target)
+    for attempt in range(1, settings.retries + 2):
+        if cancel.is_set():
+            result.state = "cancelled"
+            break
+        result.attempts = attempt
+        progress.begin(vol.name)
+        start = time.monotonic()
+        try:
+            _convert_once(vol, source, path, progress, cancel, settings, result)
+        except Cancelled as exc:
+            result.state, result.error = "cancelled", str(exc)
+            break
+        except (MoverError, OSError) as exc:
+            message = str(exc) if isinstance(exc, VolumeError) else f"volume {vol.name}: {exc}"
+            final = isinstance(exc, MissingObject) or (isinstance(exc, VolumeError) and not exc.retryable)
+            if final or attempt > settings.retries:
+                result.state, result.error = "failed", message
+                break
+            log(f"{message}; retrying from the start (attempt {attempt + 1} of {settings.retries + 1})")
+            time.sleep(settings.retry_delay)
+            continue
+        result.seconds = round(time.monotonic() - start, 3)
+        result.state = "succeeded"
+        log(
+            f"volume {vol.name}: {result.bytes / MB:,.1f} MB in {result.seconds:.2f} s "
+            f"({result.bytes / MB / max(result.seconds, 1e-6):,.0f} MB/s), {result.written / MB:,.1f} MB "
+            f"written, the rest holes; {result.checks.get('vol1', '')}"
+        )
+        break
+    progress.end(vol.name, result.state)
+    return result
+
+
+def _convert_once(
+    vol: VolumeEntry,
+    source: ObjectSource,
+    path: str,
+    progress: Progress,
+    cancel: threading.Event,
+    settings: Settings,
+    result: VolumeResult,
+) -> None:
+    checks: dict[str, str] = {}
+    feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n))
+    chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
+    digest = hashlib.sha256()
+    writer = SparseWriter(path)
+    head = b""
+    label_checked = False
+    try:
+        for out in chunks:
+            if cancel.is_set():
+                raise Cancelled(f"volume {vol.name}: cancelled because another volume failed")
+            digest.update(out)
+            if not label_checked:
+                head += out[: ckd.HEAD_BYTES - len(head)]
+                if len(head) >= ckd.HEAD_BYTES:
+                    checks["vol1"] = _check_label(vol, head)
+                    label_checked = True
+            writer.write(out)
+            progress.advance(vol.name, len(out), 0)
+        if not label_checked:
+            checks["vol1"] = _check_label(vol, head)
+        writer.close(settings.sync)
+    except GzipError as exc:
+        writer.abort()
+        raise VolumeError(vol.name, f"object {vol.file_name}: {exc}") from exc
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        feed.close()
+    checks["gzip-crc"] = "verified" if vol.compression == "gzip" else "not applicable (uncompressed)"
+    result.bytes, result.written, result.gz_bytes = writer.size, writer.written, feed.count
+    result.sha256, result.gz_sha256 = digest.hexdigest(), feed.digest.hexdigest()
+    checks["gz-sha256"] = _compare(vol, "gz-sha256", vol.gz_sha256, result.gz_sha256)
+    checks["size"] = _compare(vol, "size", vol.size, result.bytes)
+    checks["sha256"] = _compare(vol, "sha256", vol.sha256, result.sha256)
+    result.checks = checks
+
+
+def _check_label(vol: VolumeEntry, head: bytes) -> str:
+    ok, note = ckd.check_label(head, vol.name)
+    if not ok:
+        raise VolumeError(vol.name, f"object {vol.file_name}: {note}")
+    return note
+
+
+def _compare(vol: VolumeEntry, what: str, expected: object, actual: object) -> str:
+    if expected is None:
+        return f"skipped: image-metadata.json gives no {what}"
+    if expected != actual:
+        raise VolumeError(vol.name, f"object {vol.file_name}: {what} is {actual}, image-metadata.json says {expected}")
+    return "verified"

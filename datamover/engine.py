@@ -1,0 +1,106 @@
+"""The part both targets share: read the inputs, check every object is there, convert all volumes
+in parallel into their directories, write the auxiliary files."""
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
+
+from datamover.convert import Settings, VolumeResult, convert_volume
+from datamover.errors import MoverError
+from datamover.layout import plan_targets
+from datamover.manifest import DEVMAP_OBJECT, ENV_OVERRIDES_OBJECT, METADATA_OBJECT, ImageManifest, parse_manifest
+from datamover.progress import Progress, log
+from datamover.report import Report
+from datamover.sources import MissingObject, ObjectSource, fetch_optional
+
+
+def default_jobs() -> int:
+    # the work is CPU-bound inflate + sha256 that release the GIL; one more than the CPUs keeps
+    # them busy while a worker waits for the network or the disk
+    return (os.cpu_count() or 1) + 1
+
+
+@dataclass(frozen=True)
+class Inputs:
+    manifest: ImageManifest
+    devmap: bytes
+    env_overrides: Optional[bytes]
+    targets: dict[str, str]  # VOLSER -> "data" | "boot"
+
+
+def read_inputs(source: ObjectSource, layout: str, report: Report) -> Inputs:
+    try:
+        manifest = parse_manifest(source.fetch(METADATA_OBJECT))
+    except MissingObject as exc:
+        raise MoverError(f"{exc} (the image's {METADATA_OBJECT} is needed)") from None
+    report.image, report.layout = manifest.name, layout
+    targets = plan_targets(manifest, layout)
+    try:
+        devmap = source.fetch(DEVMAP_OBJECT)
+    except MissingObject as exc:
+        raise MoverError(f"{exc} (the image's device map is needed)") from None
+    return Inputs(manifest, devmap, fetch_optional(source, ENV_OVERRIDES_OBJECT), targets)
+
+
+def probe_objects(inputs: Inputs, source: ObjectSource, progress: Progress, report: Report) -> None:
+    """Check that every volume object exists before converting any (a 16 TB run must not fail
+    hours in for a missing object); all missing ones are named at once."""
+    missing = []
+    for vol in inputs.manifest.volumes:
+        report.volumes.append(VolumeResult(vol.name, vol.file_name, inputs.targets[vol.name]))
+        try:
+            progress.add_volume(vol.name, source.size(vol.file_name), vol.size)
+        except MissingObject as exc:
+            missing.append(f"volume {vol.name}: {exc}")
+    if missing:
+        raise MoverError("; ".join(missing))
+
+
+def convert_all(
+    inputs: Inputs,
+    source: ObjectSource,
+    dirs: dict[str, str],
+    jobs: int,
+    settings: Settings,
+    progress: Progress,
+    report: Report,
+) -> None:
+    """Convert every volume into dirs[target]/VOLSER; the first volume that stays wrong cancels
+    the rest and fails the run with that volume named."""
+    cancel = threading.Event()
+    vols = sorted(inputs.manifest.volumes, key=lambda v: -(v.size or 0))  # longest first
+
+    def one(index: int) -> None:
+        vol = inputs.manifest.volumes[index]
+        target = inputs.targets[vol.name]
+        result = convert_volume(
+            vol, target, source, os.path.join(dirs[target], vol.name), progress, cancel, settings
+        )
+        report.volumes[index] = result
+        if result.state == "failed":
+            cancel.set()
+
+    index = {v.name: i for i, v in enumerate(inputs.manifest.volumes)}
+    progress.set_phase("converting")
+    with phase(report, "convert"), ThreadPoolExecutor(max(1, jobs), thread_name_prefix="volume") as pool:
+        for future in [pool.submit(one, index[v.name]) for v in vols]:
+            future.result()
+    failed = [v for v in report.volumes if v.state == "failed"]
+    if failed:
+        others = f" ({len(failed) - 1} more volume(s) failed, see the report)" if len(failed) > 1 else ""
+        raise MoverError(f"{failed[0].error}{others}")
+
+
+@contextmanager
+def phase(report: Report, name: str) -> Iterator[None]:
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        report.phases[name] = round(time.monotonic() - start, 3)
+        log(f"{name} took {report.phases[name]:.2f} s")
