@@ -236,3 +236,20 @@ def test_rendering_a_new_value_touches_only_values(text: str, home: str) -> None
     assert any(aligned(at) for at in range(len(new) + 1 - inserted))
     if all(len(r) == 80 for r in old):
         assert all(len(r) == 80 for r in new)
+
+
+def test_single_short_line_without_line_end_is_text_not_a_fixed_record() -> None:
+    out = render_ieasym("SYSDEF LPARNAME(X)", {"HOMEIPADDRESS1": "1.2.3.4"})
+    assert out == "SYSDEF LPARNAME(X)\nSYSDEF    SYMDEF(&HOMEIPADDRESS1.='1.2.3.4')"
+
+
+def test_empty_member_gets_a_sysdef() -> None:
+    out = render_symbols("", WAZI_VALUES)
+    assert out.splitlines()[0] == "SYSDEF    SYMDEF(&HOMEIPADDRESS1.='172.26.1.2')"
+    assert findings_for(out) == []
+
+
+def test_ragged_records_without_line_ends_are_refused() -> None:
+    text = records(["SYSDEF SYSNAME(A)"], newline=None) + "SYSDEF"
+    with pytest.raises(RenderError, match="not made of whole 80-byte records"):
+        render_ieasym(text, {"A": "1"})

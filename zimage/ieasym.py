@@ -15,7 +15,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from zimage.ebcdic import Record, join_records, split_records
+from zimage.ebcdic import RECORD_LENGTH, Record, join_records, split_records
+from zimage.findings import Severity
 
 DATA_COLUMNS = 71  # columns 1-71 hold statements
 SEQUENCE_COLUMNS = slice(72, 80)  # columns 73-80: the sequence number field
@@ -56,7 +57,7 @@ class Span:
 @dataclass(frozen=True)
 class Problem:
     line: int
-    severity: str  # "error" | "warning"
+    severity: Severity
     message: str
     symbol: str | None = None
 
@@ -224,7 +225,7 @@ class _Parser:
                 return pos[0] + 1
         return 1
 
-    def problem(self, index: int, severity: str, message: str, symbol: str | None = None) -> None:
+    def problem(self, index: int, severity: Severity, message: str, symbol: str | None = None) -> None:
         self.problems.append(Problem(self.line_at(index), severity, message, symbol))
 
     def run(self) -> None:
@@ -422,8 +423,12 @@ def _new_records(
 
 def _insert_definitions(member: Ieasym, records: list[Record], values: list[tuple[str, str]]) -> list[Record]:
     # Fixed records without line ends must stay 80 bytes; otherwise follow the majority.
-    no_line_ends = all(r.end == "" for r in records)
-    padded = no_line_ends or sum(len(r.text) >= 80 for r in records) * 2 > len(records)
+    no_line_ends = len(records) > 1 and all(r.end == "" for r in records)
+    if len(records) == 1 and records[0].end == "" and len(records[0].text) == RECORD_LENGTH:
+        no_line_ends = True  # a single fixed record
+    if no_line_ends and any(len(r.text) != RECORD_LENGTH for r in records):
+        raise RenderError([f"the member has no line ends but is not made of whole {RECORD_LENGTH}-byte records"])
+    padded = no_line_ends or sum(len(r.text) >= RECORD_LENGTH for r in records) * 2 > len(records)
     line_end = next((r.end for r in records if r.end), "\n")
     targets = member.unfiltered()
     if targets:

@@ -100,7 +100,7 @@ def check_ieasym(member: Member) -> list[Finding]:
     parsed = parse_ieasym(member.text)
     out = _Findings(member.name)
     for problem in parsed.problems:
-        out.add(problem.line, problem.severity, problem.message, problem.symbol)  # type: ignore[arg-type]
+        out.add(problem.line, problem.severity, problem.message, problem.symbol)
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     for sysdef in parsed.sysdefs:
         scope = tuple(sorted((f.keyword, f.value.upper()) for f in sysdef.filters))
