@@ -102,6 +102,8 @@ def vpc_client(
 
 
 class Vpc:
+    page_size = 100  # the API's maximum
+
     def __init__(
         self,
         client: VpcV1,
@@ -158,7 +160,7 @@ class Vpc:
         items: list[dict[str, Any]] = []
         start: str | None = None
         while True:
-            page = self._call(lambda s=start: method(start=s, limit=100, **filters), "list", kind)
+            page = self._call(lambda s=start: method(start=s, limit=self.page_size, **filters), "list", kind)
             items.extend(page.get(kind, []))
             nxt = (page.get("next") or {}).get("href")
             start = get_query_param(nxt, "start") if nxt else None

@@ -7,6 +7,7 @@ be for a client under test)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from functools import cache
 from typing import Any
@@ -48,20 +49,25 @@ def validate(body: Any, model: type, what: str) -> str:
     """Parse `body` as `model`; return the matching variant's name or raise a 400."""
     if not isinstance(body, dict):
         raise FakeApiError(400, "bad_request", f"{what}: request body must be a JSON object")
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     for variant in _variants(model):
         try:
             parsed = variant.from_dict(body).to_dict()
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            problems.append(str(exc))
+            problems.append((len(body.keys() & _properties(variant)), str(exc)))
             continue
         unknown = _unknown(body, parsed)
         if unknown:
-            problems.append(f"unknown properties {unknown} for {variant.__name__}")
+            problems.append((len(body.keys() & _properties(variant)), f"unknown properties {unknown}"))
             continue
         return variant.__name__
-    # The shortest message is usually the variant the client meant (fewest missing properties).
-    raise FakeApiError(400, "validation_failed", f"{what}: {min(problems, key=len)}")
+    # Report against the variant the client most likely meant: the one knowing most of its keys.
+    raise FakeApiError(400, "validation_failed", f"{what}: {max(problems, key=lambda p: p[0])[1]}")
+
+
+@cache
+def _properties(variant: type) -> frozenset[str]:
+    return frozenset(inspect.signature(variant.__init__).parameters) - {"self", "kwargs"}
 
 
 def validate_fields(body: Any, what: str, *, required: set[str], allowed: set[str]) -> dict[str, Any]:
