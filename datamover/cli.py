@@ -25,21 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     vsi.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the volumes are mounted")
     for mode in (local, vsi):
         mode.add_argument("--jobs", type=int, default=None, help=f"volumes in parallel (default {default_jobs()})")
-        mode.add_argument("--retries", type=int, default=2, help="attempts after the first for a failed volume")
-        mode.add_argument("--retry-delay", type=float, default=5.0, help="seconds before a retry")
+        mode.add_argument("--retries", type=int, default=None, help="attempts after the first for a failed volume")
+        mode.add_argument("--retry-delay", type=float, default=None, help="seconds before a retry")
         mode.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    jobs = args.jobs or default_jobs()
     if args.mode == "local":
         from datamover.local import run_local
 
         return run_local(
-            os.path.abspath(args.objects), os.path.abspath(args.out), jobs, args.layout,
-            args.retries, args.retry_delay, args.progress_every,
+            os.path.abspath(args.objects), os.path.abspath(args.out), args.jobs or default_jobs(), args.layout,
+            2 if args.retries is None else args.retries, 5.0 if args.retry_delay is None else args.retry_delay,
+            args.progress_every,
         )
     from datamover.vsi import run_vsi
 
