@@ -1,0 +1,95 @@
+"""Range reads over SFTP from the real sshd, and the sftp -> COS copy (moto through ibm-cos-sdk)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.sftp_source import SftpReadError, SftpSource, open_source, session_clients
+from infra.transfer import LocalFileSource, MiB, TransferConfig
+from tests.support.sshd import Sshd
+from zimage import objects
+from zimage.config import Storage
+
+PART = 5 * MiB
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> tuple[Path, bytes]:
+    directory = tmp_path / "stage" / "zos" / "SYSZ25A" / "volumes"
+    directory.mkdir(parents=True)
+    data = os.urandom(2 * PART + 777)
+    path = directory / "MN25S2_2023-06-13_18_44_13.gz"
+    path.write_bytes(data)
+    return path, data
+
+
+def _storage(sshd: Sshd, root: Path, **extra: Any) -> Storage:
+    return Storage(**sshd.endpoint(root=str(root), **extra))
+
+
+def test_ranges_read_over_sftp_equal_the_file(sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, data = staged
+    source = open_source(_storage(sshd, tmp_path / "stage"), str(path))
+    assert isinstance(source, SftpSource)
+    assert source.name == f"sftp://127.0.0.1:{sshd.port}{path}"
+    assert source.size() == len(data)
+    with source.open() as reader:
+        assert reader.read(0, 100) == data[:100]
+        assert reader.read(PART - 5, 40_000) == data[PART - 5 : PART - 5 + 40_000]  # spans several 32 KiB blocks
+        assert reader.read(len(data) - 10, 10) == data[-10:]
+        with pytest.raises(SftpReadError, match="outside the file"):
+            reader.read(len(data) - 10, 11)
+
+
+def test_missing_remote_file_is_named(sshd: Sshd, tmp_path: Path) -> None:
+    (tmp_path / "stage").mkdir()
+    missing = tmp_path / "stage" / "NOPE_2023-06-13_18_44_13.gz"
+    source = open_source(_storage(sshd, tmp_path / "stage"), str(missing))
+    with pytest.raises(SftpReadError, match=f"{missing}: cannot open"):
+        source.size()
+
+
+def test_paths_outside_the_staging_root_are_refused(sshd: Sshd, tmp_path: Path) -> None:
+    storage = _storage(sshd, tmp_path / "stage")
+    with pytest.raises(ValueError, match="not under the staging root"):
+        open_source(storage, str(tmp_path / "stage" / ".." / "etc" / "passwd"))
+    with pytest.raises(ValueError, match="not under the staging root"):
+        open_source(storage, "relative/file.gz")
+
+
+def test_local_staging_is_read_directly(tmp_path: Path, staged: tuple[Path, bytes]) -> None:
+    path, _ = staged
+    storage = Storage(host="localhost", username="me", root=str(tmp_path / "stage"), transport="local")
+    source = open_source(storage, str(path))
+    assert isinstance(source, LocalFileSource)
+    assert source.size() == path.stat().st_size
+
+
+def test_sftp_to_cos_copy(sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path, cos_store: Any) -> None:
+    path, data = staged
+    storage = _storage(sshd, tmp_path / "stage")
+    opened: list[int] = []
+    factory = session_clients(storage)
+
+    def counting_factory() -> Any:
+        opened.append(1)
+        return factory()
+
+    source = open_source(storage, str(path), counting_factory)
+    key = objects.volume_key("zos25-dev", path.name)
+    digest = hashlib.sha256(data).hexdigest()
+    result = cos_store.upload_stream(
+        key, source, digest, objects.GZIP, config=TransferConfig(part_size=PART, workers=2)
+    )
+    assert (result.parts, result.parts_uploaded) == (3, 3)
+    assert cos_store.get_bytes(key) == data
+    info = cos_store.head(key)
+    assert info.sha256 == digest and info.content_type == objects.GZIP
+    assert info.metadata["source"] == source.name
+    # one client to learn the size, then at most one per worker
+    assert 2 <= len(opened) <= 3
