@@ -199,7 +199,13 @@ class SshSession:
                 stdout += channel.recv(65536)
             while channel.recv_stderr_ready():
                 stderr += channel.recv_stderr(65536)
-            return CommandResult(channel.recv_exit_status(), bytes(stdout[:STDOUT_LIMIT]), bytes(stderr[-STDERR_TAIL:]))
+            status = channel.recv_exit_status()
+            if status < 0:  # paramiko's value when the channel closed without an exit status
+                raise ConnectionLost(
+                    f"connection to {where(self.endpoint)} dropped before the command reported its exit status"
+                    + (f"; stderr: {_tail(stderr)}" if stderr else "")
+                )
+            return CommandResult(status, bytes(stdout[:STDOUT_LIMIT]), bytes(stderr[-STDERR_TAIL:]))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectionLost(f"connection to {where(self.endpoint)} failed during a command: {exc}") from None
         finally:

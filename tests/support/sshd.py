@@ -109,9 +109,9 @@ class Sshd:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not listen on port {self.port} within 10 s")
 
-    def children(self) -> list[int]:
-        """Process ids of the sshd processes serving connections (children of the listener)."""
-        found = []
+    def _processes(self) -> dict[int, tuple[int, str]]:
+        """pid -> (parent pid, command name) of every process."""
+        table = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -119,16 +119,29 @@ class Sshd:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            # Field 4 (after the parenthesised command name) is the parent pid.
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid:
-                found.append(int(entry.name))
-        return found
+            name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            table[int(entry.name)] = (int(rest.split()[1]), name)
+        return table
+
+    def session_processes(self) -> list[int]:
+        """The sshd processes serving connections: the listener's sshd descendants (with privilege
+        separation each connection has a monitor and a session process, both holding the socket)."""
+        table = self._processes()
+        found: list[int] = []
+        parents = {self.process.pid}
+        while True:
+            new = [pid for pid, (ppid, name) in table.items() if ppid in parents and pid not in found
+                   and name.startswith("sshd")]
+            if not new:
+                return found
+            found += new
+            parents = set(new)
 
     def kill_sessions(self) -> int:
-        """Kill every connection's sshd child: all open connections drop. Returns how many."""
+        """Kill every connection's sshd processes: all open connections drop, as when the network
+        fails; commands they ran lose their connection. Returns how many processes were killed."""
         killed = 0
-        for pid in self.children():
+        for pid in self.session_processes():
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
