@@ -82,11 +82,11 @@ def test_verification_removes_a_file_that_differs(store: StagingStore) -> None:
     data = b"staged bytes"
     store.write_atomic("v.gz", data)
     verify_file(store, store.inside("v.gz"), len(data), hashlib.sha256(data).hexdigest())
-    with pytest.raises(VerificationFailed, match="sha256 on .* the bad file was removed"):
+    with pytest.raises(VerificationFailed, match=r"sha256 on .* the bad file was removed"):
         verify_file(store, store.inside("v.gz"), len(data), hashlib.sha256(b"other bytes!").hexdigest())
     assert store.stat("v.gz") is None
     store.write_atomic("w.gz", data)
-    with pytest.raises(VerificationFailed, match="12 bytes on .* reported 13"):
+    with pytest.raises(VerificationFailed, match=r"12 bytes on .* reported 13"):
         verify_file(store, store.inside("w.gz"), 13, hashlib.sha256(data).hexdigest())
     assert store.stat("w.gz") is None
 
