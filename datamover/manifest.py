@@ -85,6 +85,16 @@ def _volume(entry: object, where: str) -> VolumeEntry:
     )
 
 
+def _named_volume(entry: object, index: int) -> VolumeEntry:
+    try:
+        return _volume(entry, f"volumes[{index}]")
+    except MoverError as exc:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name:
+            raise MoverError(f"volume {name}: {exc}") from None
+        raise
+
+
 def parse_manifest(raw: bytes) -> ImageManifest:
     """Parse and validate image-metadata.json; every error names the offending field."""
     try:
@@ -97,7 +107,7 @@ def parse_manifest(raw: bytes) -> ImageManifest:
     volumes = doc.get("volumes")
     if not isinstance(volumes, list) or not volumes:
         raise MoverError(f"{METADATA_OBJECT}: 'volumes' must be a non-empty list")
-    parsed = tuple(_volume(v, f"volumes[{i}]") for i, v in enumerate(volumes))
+    parsed = tuple(_named_volume(v, i) for i, v in enumerate(volumes))
     for key in ("name", "file_name"):
         seen: set[str] = set()
         for i, vol in enumerate(parsed):

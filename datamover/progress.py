@@ -123,6 +123,7 @@ class Ticker:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        log(self._progress.line())  # the final count, however short the run
 
     def _run(self) -> None:
         last_publish = time.monotonic()
