@@ -279,8 +279,8 @@ class CosStore(ObjectStore):
         return str(found["ETag"]).strip('"')
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[PartInfo] | None = None) -> ObjectInfo:
-        chosen = sorted(self.list_parts(key, upload_id) if parts is None else parts, key=lambda p: p.number)
         try:
+            chosen = sorted(self.list_parts(key, upload_id) if parts is None else parts, key=lambda p: p.number)
             self._call(
                 "complete multipart upload",
                 check_key(key),
@@ -337,6 +337,9 @@ class CosStore(ObjectStore):
 
     def presign_complete(self, key: str, upload_id: str, expires_s: int) -> str:
         return self._presign("complete_multipart_upload", "POST", expires_s, Key=check_key(key), UploadId=upload_id)
+
+    def presign_abort(self, key: str, upload_id: str, expires_s: int) -> str:
+        return self._presign("abort_multipart_upload", "DELETE", expires_s, Key=check_key(key), UploadId=upload_id)
 
 
 def open_object_store(

@@ -11,7 +11,8 @@ sidecar `.meta/<key>.json`, multipart uploads under `.multipart/<upload id>/`, p
 `file://` URL contract for the data mover in local mode: a GET URL names the file to read; a PUT
 or part URL names the file to write (write a temporary file beside it and rename it into place);
 the complete URL names a file to write the S3 `CompleteMultipartUpload` XML document into, and the
-store assembles the object the next time the key is looked at (or on `complete_multipart`).
+store assembles the object the next time the key is looked at (or on `complete_multipart`); a file
+created at the abort URL aborts the upload likewise.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def complete_multipart(self, key: str, upload_id: str, parts: list[PartInfo] | None = None) -> ObjectInfo:
-        """Assemble the parts (all listed parts when None) into the object."""
+        """Assemble the parts (all listed parts when None) into the object. When the upload is gone
+        but the object is there (the data mover completed it through its URL), that object is returned."""
 
     @abc.abstractmethod
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
@@ -193,6 +195,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def presign_complete(self, key: str, upload_id: str, expires_s: int) -> str:
         """A URL to POST the CompleteMultipartUpload XML document to."""
+
+    @abc.abstractmethod
+    def presign_abort(self, key: str, upload_id: str, expires_s: int) -> str:
+        """A URL to DELETE to abort the multipart upload."""
 
     # --- built on the above ---
 
@@ -458,7 +464,14 @@ class LocalObjectStore(ObjectStore):
         return etag
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[PartInfo] | None = None) -> ObjectInfo:
-        record = self._record(key, upload_id)
+        try:
+            record = self._record(key, upload_id)
+        except ObjectStoreError:
+            # completed already (through the complete URL), as COS answers NoSuchUpload then
+            present = self.head(key)
+            if present is None:
+                raise
+            return present
         present = {p.number: p for p in self.list_parts(key, upload_id)}
         chosen = sorted(present.values() if parts is None else parts, key=lambda p: p.number)
         if not chosen:
@@ -488,16 +501,18 @@ class LocalObjectStore(ObjectStore):
         self._record(key, upload_id)
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
-    # a complete document written through a file:// URL completes the upload on the next look
-    def _settle(self, key: str) -> None:
+    # a complete document or an abort marker written through a file:// URL takes effect on the next look
+    def _settle(self, key: str | None = None) -> None:
         for upload_id, record, directory in list(self._uploads()):
-            if record["key"] == key and (directory / "complete.xml").exists():
-                self._complete_from_document(key, upload_id, directory / "complete.xml")
+            if key is not None and record["key"] != key:
+                continue
+            if (directory / "abort").exists():
+                shutil.rmtree(directory, ignore_errors=True)
+            elif (directory / "complete.xml").exists():
+                self._complete_from_document(record["key"], upload_id, directory / "complete.xml")
 
     def _settle_all(self) -> None:
-        for upload_id, record, directory in list(self._uploads()):
-            if (directory / "complete.xml").exists():
-                self._complete_from_document(record["key"], upload_id, directory / "complete.xml")
+        self._settle(None)
 
     def _complete_from_document(self, key: str, upload_id: str, document: Path) -> None:
         try:
@@ -537,6 +552,11 @@ class LocalObjectStore(ObjectStore):
         check_expiry(expires_s)
         self._record(key, upload_id)
         return (self._upload_dir(upload_id) / "complete.xml").as_uri()
+
+    def presign_abort(self, key: str, upload_id: str, expires_s: int) -> str:
+        check_expiry(expires_s)
+        self._record(key, upload_id)
+        return (self._upload_dir(upload_id) / "abort").as_uri()
 
 
 def _local_name(tag: str) -> str:
