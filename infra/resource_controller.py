@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from ibm_cloud_sdk_core import ApiException
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -125,7 +126,8 @@ class ResourceController:
     def delete_key(self, key_id: str) -> bool:
         """Delete a resource key by id or guid; False when it was already gone (404/410)."""
         try:
-            self._call("DELETE", f"/v2/resource_keys/{key_id}", "delete", f"resource key {key_id}")
+            # A key's id is its CRN, which holds "/" and ":": it must travel encoded in the path.
+            self._call("DELETE", f"/v2/resource_keys/{quote(key_id, safe='')}", "delete", f"resource key {key_id}")
         except ResourceControllerError as exc:
             if isinstance(exc.__cause__, ApiException) and exc.status in (404, 410):
                 return False

@@ -379,7 +379,7 @@ class Vpc:
             if state in FAILED_STATES:
                 reasons = "; ".join(r.get("message", "") for r in res.get("status_reasons", [])) or "no reason given"
                 raise VpcError("wait for", str(resource), None, f"it is {state}: {reasons}")
-            if elapsed + interval > timeout:
+            if elapsed >= timeout:
                 raise VpcTimeout(
                     "wait for",
                     str(resource),
@@ -387,7 +387,7 @@ class Vpc:
                     f"still {state} after {elapsed:.0f}s (wanted {'/'.join(sorted(wanted))} within {timeout:.0f}s)",
                 )
             log.info("waiting for %s: %s (%.0fs)", resource, state, elapsed)
-            time.sleep(interval)
+            time.sleep(min(interval, timeout - elapsed))
 
     def wait_ready(self, resource: Resource, *, timeout: float, poll: float | None = None) -> dict[str, Any]:
         ready = KINDS[resource.kind].ready
@@ -420,16 +420,16 @@ class Vpc:
                     return
                 raise
             elapsed = time.monotonic() - start
-            field = KINDS[resource.kind].status_field
-            state = res.get(field) if field else "present"
-            if elapsed + interval > timeout:
+            if elapsed >= timeout:
+                field = KINDS[resource.kind].status_field
+                state = res.get(field) if field else "present"
                 raise VpcTimeout(
                     "wait for deletion of",
                     str(resource),
                     None,
                     f"still {state} after {elapsed:.0f}s (limit {timeout:.0f}s)",
                 )
-            time.sleep(interval)
+            time.sleep(min(interval, timeout - elapsed))
 
     def teardown(self, resources: Iterable[Resource], *, timeout: float, poll: float | None = None) -> list[str]:
         """Delete `resources` in dependency order (floating IP → instance → volumes → subnet →

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.fakes.ibmcloud_platform import PlatformApi
 from tests.fakes.ibmcloud_state import (
@@ -144,7 +144,9 @@ class FakeIbmCloud:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ibmcloud", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-ibmcloud", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -362,7 +364,7 @@ class FakeIbmCloud:
             if method != req.method:
                 allowed.append(method)
                 continue
-            req.params = {k: v for k, v in m.groupdict().items() if v is not None}
+            req.params = {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
             public = any(p.search(req.path) for p in UNAUTHENTICATED)
             if not public and not self.platform.authorized(req.headers.get("authorization")):
                 raise FakeApiError(401, "not_authorized", "The token is missing, invalid or expired")
