@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 
 GZIP_WBITS = 31  # zlib checks the gzip header, CRC-32 and length trailer itself
+_MAGIC = b"\x1f\x8b"
 _CANDIDATES = (("zlib-ng", "zlib_ng.zlib_ng"), ("isal", "isal.isal_zlib"), ("zlib", "zlib"))
 
 
@@ -35,21 +36,21 @@ def inflate_module() -> tuple[str, ModuleType]:
 def gunzip(chunks: Iterable[bytes], zmod: ModuleType, out_max: int) -> Iterator[bytes]:
     """Decompress a (possibly multi-member) gzip stream into chunks of at most out_max bytes.
 
-    A member that ends early, a corrupt member or non-zero bytes after the last member raise
-    GzipError; zero padding after the last member is accepted, as gzip(1) does.
+    A member that ends early, a corrupt member or bytes after a member that are neither zeros nor
+    another member raise GzipError; zero padding after a member is accepted, as gzip(1) does.
     """
     inflater = zmod.decompressobj(GZIP_WBITS)
     started = False  # a member has begun (its header bytes were fed)
-    padding = False  # only zero bytes seen since the last member ended
     try:
         for data in chunks:
             while data:
-                if padding or (started and inflater.eof):
-                    if data.strip(b"\0") == b"":
-                        padding = True
+                if started and inflater.eof:
+                    # what follows a member: zero padding, or the next member
+                    data = data.lstrip(b"\0")
+                    if not data:
                         break
-                    if padding:
-                        raise GzipError("non-zero bytes after zero padding that follows the gzip stream")
+                    if not _MAGIC.startswith(data[:2]):
+                        raise GzipError("the bytes after the end of the gzip stream are not gzip")
                     inflater = zmod.decompressobj(GZIP_WBITS)
                 started = True
                 while True:
@@ -67,7 +68,7 @@ def gunzip(chunks: Iterable[bytes], zmod: ModuleType, out_max: int) -> Iterator[
         raise GzipError(f"corrupt gzip data: {exc}") from exc
     if not started:
         raise GzipError("empty object: no gzip stream")
-    if not inflater.eof and not padding:
+    if not inflater.eof:
         raise GzipError("gzip stream is truncated")
 
 

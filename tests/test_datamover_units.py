@@ -1,0 +1,263 @@
+"""The data mover's parts on their own: gunzip, sparse writing, VOL1 labels, manifest and mover
+configuration validation, the zipapp."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from datamover import ckd
+from datamover.codec import GzipError, gunzip, inflate_module
+from datamover.errors import MoverError
+from datamover.manifest import parse_manifest
+from datamover.moverconfig import SCHEMA, PresignedMultipart, PutTarget, S3Target, parse_config
+from datamover.package import build_zipapp, minify
+from datamover.sink import SparseWriter
+from tests.support.datamover import MoverObjects, e2fsck_clean, run_datamover
+from tests.support.volumes import dasd_volume, synthetic_volume
+
+INFLATERS = [n for n, m in (("zlib", "zlib"), ("isal", "isal"), ("zlib-ng", "zlib_ng")) if importlib.util.find_spec(m)]
+
+
+@pytest.fixture(params=INFLATERS)
+def zmod(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ZIMAGE_INFLATE", request.param)
+    name, module = inflate_module()
+    assert name == request.param
+    return module
+
+
+def _chunks(data: bytes, size: int = 1000) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _gunzip(data: bytes, zmod, out_max: int = 1 << 16) -> bytes:
+    return b"".join(gunzip(_chunks(data), zmod, out_max))
+
+
+# --- gunzip ---
+
+
+def test_gunzip_bounds_every_output_chunk_even_for_zeros(zmod) -> None:
+    raw = bytes(8 << 20) + os.urandom(1000) + bytes(3 << 20)
+    outs = list(gunzip(_chunks(gzip.compress(raw), 1 << 20), zmod, 1 << 16))
+    assert max(len(o) for o in outs) <= 1 << 16
+    assert b"".join(outs) == raw
+
+
+def test_gunzip_reads_multi_member_streams_and_zero_padding(zmod) -> None:
+    data = gzip.compress(b"first ") + gzip.compress(b"second") + bytes(700)
+    assert _gunzip(data, zmod) == b"first second"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda g: g[:-9], "truncated"),
+        (lambda g: g[:-8] + bytes([g[-8] ^ 1]) + g[-7:], "corrupt gzip data"),  # CRC-32
+        (lambda g: g[:-1] + bytes([g[-1] ^ 1]), "corrupt gzip data"),  # ISIZE
+        (lambda g: b"PK" + g[2:], "corrupt gzip data"),  # not gzip at all
+        (lambda g: g + b"\0\0garbage", "the bytes after the end of the gzip stream are not gzip"),
+        (lambda g: b"", "empty object"),
+    ],
+    ids=["truncated", "crc", "length", "magic", "trailing-garbage", "empty"],
+)
+def test_gunzip_rejects_damaged_streams(zmod, damage, message: str) -> None:
+    good = gzip.compress(os.urandom(5000) + bytes(100000))
+    with pytest.raises(GzipError, match=message):
+        _gunzip(damage(good), zmod)
+
+
+# --- sparse writing ---
+
+
+def test_sparse_writer_keeps_zero_blocks_as_holes_whatever_the_chunking(tmp_path: Path) -> None:
+    raw = bytes(1 << 20) + b"x" * 5000 + bytes(3 << 20) + b"tail" + bytes(10)
+    path = tmp_path / "vol"
+    writer = SparseWriter(str(path))
+    for piece in _chunks(raw, 77777):  # never block aligned
+        writer.write(piece)
+    writer.close()
+    assert path.read_bytes() == raw
+    assert writer.size == len(raw) and writer.written == 2 * 4096 + len(raw) % 4096  # 2 blocks + the tail
+    assert os.stat(path).st_blocks * 512 <= 64 * 1024  # the holes take no space
+
+
+def test_sparse_writer_truncates_an_earlier_attempt(tmp_path: Path) -> None:
+    path = tmp_path / "vol"
+    path.write_bytes(b"\xff" * 100000)
+    writer = SparseWriter(str(path))
+    writer.write(bytes(50000))
+    writer.close()
+    assert path.read_bytes() == bytes(50000)
+
+
+# --- VOL1 labels of CKD images ---
+
+
+def test_vol1_label_of_a_real_dasdinit_volume(tmp_path: Path) -> None:
+    head = dasd_volume(tmp_path / "v.ckd", "ZR$#@1").read_bytes()[: ckd.HEAD_BYTES]
+    assert head[:8] == b"CKD_P370"
+    heads, track = struct.unpack_from("<II", head, 8)
+    assert (heads, track) == (15, 56832)
+    assert ckd.check_label(head, "ZR$#@1") == (True, "VOL1 label ZR$#@1 verified")
+    ok, note = ckd.check_label(head, "OTHER1")
+    assert not ok and note == "VOL1 label names 'ZR$#@1', manifest names 'OTHER1'"
+
+
+def test_vol1_label_absent_or_not_checkable(tmp_path: Path) -> None:
+    raw = dasd_volume(tmp_path / "r.ckd", "RAW001").read_bytes()[: ckd.HEAD_BYTES]
+    no_label = bytearray(raw)
+    no_label[0x2D5 + 5 : 0x2D5 + 5 + 4] = "IPL3".encode("cp037")  # the key of record 3 is not VOL1
+    assert ckd.check_label(bytes(no_label), "RAW001")[0] is False
+    assert ckd.check_label(raw[:600], "RAW001")[0] is False  # the first track is cut short
+    assert ckd.check_label(b"CKD_C370" + raw[8:], "RAW001") == (
+        True, "CKD_C370 image (compressed CKD): label not checked")
+    assert ckd.check_label(b"\0" * 1024, "RAW001") == (True, "not a CKD_P370 image: label not checked")
+
+
+# --- image-metadata.json ---
+
+
+def _manifest(**volume: object) -> bytes:
+    entry = {"name": "MN25S2", "file-name": "MN25S2_2023-06-13_18_44_13.gz", **volume}
+    return json.dumps({"image": {"name": "zos25-dev", "size": 1, "boot-size": 1}, "volumes": [entry]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("volume", "message"),
+    [
+        ({"file-name": "../MN25S2.gz"}, r"volume MN25S2: volumes\[0\]\.file-name: '\.\./MN25S2\.gz' is not a safe"),
+        ({"file-name": "a/b.gz"}, "is not a safe file name"),
+        ({"file-name": ".."}, "is not a safe file name"),
+        ({"name": "../X"}, r"volumes\[0\]\.name: '\.\./X' is not a VOLSER"),
+        ({"name": "TOOLONG1"}, "is not a VOLSER"),
+        ({"sha256": "abc"}, r"volumes\[0\]\.sha256: 'abc' is not a sha256"),
+        ({"compression": "bzip2"}, "compression: 'bzip2' is not one of gzip, none"),
+        ({"size": -1}, "size: -1 is not a non-negative integer"),
+        ({"devnum": "A80"}, "devnum: 'A80' is not 4 hex digits"),
+    ],
+)
+def test_manifest_errors_name_the_field(volume: dict, message: str) -> None:
+    with pytest.raises(MoverError, match=message):
+        parse_manifest(_manifest(**volume))
+
+
+def test_manifest_rejects_a_traversing_image_name_and_duplicates() -> None:
+    doc = json.loads(_manifest())
+    doc["image"]["name"] = "../etc"
+    with pytest.raises(MoverError, match="image.name: '../etc' is not a safe image name"):
+        parse_manifest(json.dumps(doc).encode())
+    doc = json.loads(_manifest())
+    doc["volumes"].append(dict(doc["volumes"][0], **{"file-name": "other.gz"}))
+    with pytest.raises(MoverError, match=r"volumes\[1\]\.name: 'MN25S2' appears twice"):
+        parse_manifest(json.dumps(doc).encode())
+
+
+def test_manifest_of_the_reference_builder_has_only_names() -> None:
+    vol = parse_manifest(_manifest()).volumes[0]
+    assert (vol.compression, vol.boot, vol.sha256, vol.size) == ("gzip", False, None, None)
+
+
+# --- mover configuration ---
+
+
+def _config(**changes: object) -> dict:
+    doc = {
+        "schema": SCHEMA,
+        "image": "zos25-dev",
+        "layout": "boot-split",
+        "objects": {"type": "urls", "urls": {"image-metadata.json": "https://cos.example/b/i?X-Amz-Signature=1"}},
+        "qcow2": {"type": "multipart", "part_size": 8 << 20, "part_urls": ["https://cos.example/q?partNumber=1"],
+                  "complete_url": "https://cos.example/q?uploadId=1"},
+        "progress": {"type": "put", "url": "https://cos.example/progress.json?sig"},
+        "report": {"type": "put", "url": "https://cos.example/report.json?sig", "headers": {"x-amz-acl": "private"}},
+        "attachments": {"data": "zimage-data", "boot": "zimage-boot", "scratch": "zimage-qcow2"},
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_mover_configuration_forms() -> None:
+    config = parse_config(json.dumps(_config()).encode())
+    assert isinstance(config.qcow2, PresignedMultipart) and config.qcow2.concurrency == 4
+    assert config.report == PutTarget("https://cos.example/report.json?sig", {"x-amz-acl": "private"})
+    s3 = {"endpoint": "https://s3.jp-tok.example", "region": "jp-tok", "bucket": "b",
+          "access_key_id": "AK", "secret_access_key": "very-secret"}
+    config = parse_config(json.dumps(_config(
+        s3=s3, objects={"type": "s3", "prefix": "zos25-dev/"}, qcow2={"type": "s3", "key": "zos25-dev.qcow2"},
+        report={"type": "s3", "key": "zos25-dev/report.json"}, jobs=4)).encode())
+    assert config.objects == "zos25-dev/" and config.qcow2 == S3Target("zos25-dev.qcow2", None, 4)
+    assert "very-secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"schema": "other"}, "schema: expected"),
+        ({"layout": "flat"}, "layout: 'flat' is not one of"),
+        ({"qcow2": {"type": "s3", "key": "x.qcow2"}}, "s3: missing"),
+        ({"objects": {"type": "urls", "urls": {"../x": "https://h/x"}}}, r"objects\.urls\['\.\./x'\]"),
+        ({"objects": {"type": "urls", "urls": {"x": "file:///etc/passwd"}}}, "not an http"),
+        ({"qcow2": {"type": "multipart", "part_size": 1024, "part_urls": ["https://h/p"],
+                    "complete_url": "https://h/c"}}, "part_size: at least"),
+        ({"attachments": {"data": "Data", "boot": "b", "scratch": "s"}}, "attachments.data: 'Data' is not a VPC"),
+        ({"jobs": 0}, "jobs: must be positive"),
+    ],
+)
+def test_mover_configuration_errors_name_the_field(changes: dict, message: str) -> None:
+    with pytest.raises(MoverError, match=message):
+        parse_config(json.dumps(_config(**changes)).encode())
+
+
+# --- the zipapp ---
+
+
+def test_zipapp_is_small_deterministic_and_strips_only_comments_and_docstrings() -> None:
+    first, second = build_zipapp(), build_zipapp()
+    assert first == second
+    assert len(first) < 30 * 1024
+    source = 'def f():\n    """doc"""\n    x = """a\n\n  b"""  # note\n    return x\nclass E(Exception):\n    """only"""\n'
+    stripped = minify(source)
+    assert "doc" not in stripped and "note" not in stripped and '"""a\n\n  b"""' in stripped
+    namespace: dict = {}
+    exec(compile(stripped, "s", "exec"), namespace)
+    assert namespace["f"]() == "a\n\n  b" and issubclass(namespace["E"], Exception)
+
+
+def _python310() -> str | None:
+    for candidate in ("/usr/bin/python3.10", os.path.expanduser("~/.pyenv/versions/3.10.13/bin/python3.10")):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@pytest.mark.integration
+def test_zipapp_converts_on_python_3_10(mover_objects: MoverObjects, tmp_path: Path) -> None:
+    python = _python310()
+    if python is None:
+        pytest.skip("no Python 3.10 here (the mover VSI's Ubuntu 22.04 Python)")
+    zipapp = tmp_path / "mover.pyz"
+    zipapp.write_bytes(build_zipapp())
+    mover_objects.add("ZRES01", dasd_volume(tmp_path / "z.ckd", "ZRES01"))
+    mover_objects.add("SYN001", synthetic_volume(tmp_path / "s.raw", 1 << 20, seed=3), devnum="0A81")
+    out = tmp_path / "out"
+    done = run_datamover("local", "--objects", str(mover_objects.write()), "--out", str(out),
+                         python=python, zipapp=zipapp)
+    assert done.returncode == 0, done.stderr
+    e2fsck_clean(out / "zos25-dev-data.img")
+    assert json.loads((out / "report.json").read_text())["status"] == "succeeded"
+
+
+def test_inflate_module_names_a_forced_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZIMAGE_INFLATE", "zlib")
+    assert inflate_module() == ("zlib", zlib)
