@@ -7,7 +7,6 @@ import gzip
 import importlib.util
 import json
 import os
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -154,7 +153,7 @@ def test_manifest_errors_name_the_field(volume: dict, message: str) -> None:
 def test_manifest_rejects_a_traversing_image_name_and_duplicates() -> None:
     doc = json.loads(_manifest())
     doc["image"]["name"] = "../etc"
-    with pytest.raises(MoverError, match="image.name: '../etc' is not a safe image name"):
+    with pytest.raises(MoverError, match=r"image\.name: '\.\./etc' is not a safe image name"):
         parse_manifest(json.dumps(doc).encode())
     doc = json.loads(_manifest())
     doc["volumes"].append(dict(doc["volumes"][0], **{"file-name": "other.gz"}))
@@ -226,7 +225,10 @@ def test_zipapp_is_small_deterministic_and_strips_only_comments_and_docstrings()
     first, second = build_zipapp(), build_zipapp()
     assert first == second
     assert len(first) < 30 * 1024
-    source = 'def f():\n    """doc"""\n    x = """a\n\n  b"""  # note\n    return x\nclass E(Exception):\n    """only"""\n'
+    source = (
+        'def f():\n    """doc"""\n    x = """a\n\n  b"""  # note\n    return x\n'
+        'class E(Exception):\n    """only"""\n'
+    )
     stripped = minify(source)
     assert "doc" not in stripped and "note" not in stripped and '"""a\n\n  b"""' in stripped
     namespace: dict = {}
