@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import jwt
 import requests
 from ibm_cloud_sdk_core import ApiException, BaseService, DetailedResponse
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
@@ -182,11 +182,20 @@ def account_id(authenticator: IAMAuthenticator, retry: RetryPolicy) -> str:
         resource="the API key",
         retry=retry,
     )
-    claims = jwt.decode(token, options={"verify_signature": False})
+    claims = _jwt_claims(token)
     account = (claims.get("account") or {}).get("bss")
     if not account:
         raise IbmCloudError("read account id from", "IAM token", None, "the token has no account.bss claim")
     return str(account)
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified: IAM signed it and we only read our own account id."""
+    try:
+        payload = token.split(".")[1]
+        return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    except (IndexError, ValueError, TypeError) as exc:
+        raise IbmCloudError("read claims of", "IAM token", None, "the access token is not a JWT") from exc
 
 
 def _attrs(items: list[dict[str, Any]]) -> list[dict[str, str]]:

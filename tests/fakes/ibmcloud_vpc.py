@@ -196,7 +196,7 @@ class VpcApi:
             if key in ("status", "lifecycle_state"):
                 if value not in want.split(","):
                     return False
-            elif (str(value) != want) if value is not None else key != "resource_group.id":
+            elif value is None or (str(value).lower() if isinstance(value, bool) else str(value)) != want:
                 return False
         return True
 
