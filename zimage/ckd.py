@@ -51,14 +51,14 @@ def label_track(volser: str) -> bytes:
     return body.ljust(TRACK_SIZE, b"\0")
 
 
-def data_track(cyl: int, head: int, payload: bytes = b"") -> bytes:
+def data_track(cyl: int, head: int, data: bytes = b"") -> bytes:
     body = bytes([0]) + struct.pack(">HH", cyl, head) + _count(cyl, head, 0, b"", bytes(8))
-    if payload:
-        body += _count(cyl, head, 1, b"", payload)
+    if data:
+        body += _count(cyl, head, 1, b"", data)
     return (body + _END_OF_TRACK).ljust(TRACK_SIZE, b"\0")
 
 
-def _payload(volser: str, cyl: int, head: int, size: int) -> bytes:
+def payload(volser: str, cyl: int, head: int, size: int = 4096) -> bytes:
     # Text-like, compressible but not constant, and different on every track and volume.
     seed = hashlib.sha256(f"{volser}/{cyl}/{head}".encode()).hexdigest()
     line = f"{volser} CYL {cyl:05d} HEAD {head:02d} {seed} ".encode()
@@ -76,8 +76,8 @@ def volume_tracks(volser: str, cylinders: int, data_every: int = 0, data_bytes: 
                 yield label_track(volser)
                 continue
             track_no = cyl * devices.TRACKS_PER_CYLINDER + head
-            payload = _payload(volser, cyl, head, data_bytes) if data_every and track_no % data_every == 0 else b""
-            yield data_track(cyl, head, payload)
+            has_data = data_every and track_no % data_every == 0
+            yield data_track(cyl, head, payload(volser, cyl, head, data_bytes) if has_data else b"")
 
 
 def volume_size(cylinders: int) -> int:

@@ -258,6 +258,15 @@ class Mover(Model):
     )
     jobs: int | None = Field(None, ge=1, le=64, description="Volumes converted at once (default: CPUs)")
     deadline_hours: float = Field(24.0, gt=0, le=168, description="Longest a conversion may take")
+    output_directory: AbsPath | None = Field(
+        None, description="mode local: where <image>.qcow2, <image>-data.img and report.json are written"
+    )
+
+    @model_validator(mode="after")
+    def _local_output(self) -> Mover:
+        if self.mode == "local" and not self.output_directory:
+            raise ValueError("mode local needs output_directory (where the qcow2 and data image are written)")
+        return self
 
 
 class Target(Model):

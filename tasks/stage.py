@@ -1,0 +1,74 @@
+"""Tasks that stage a built image into the object store: each volume streamed from the storage
+server (parallel parts, checked against the extraction's digest, resumable), then the auxiliary
+objects. A re-run skips objects already present with the same digest."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from infra.configfile import load_config
+from infra.cos import open_object_store
+from infra.sftp_source import open_source
+from zimage import objects, staging
+from zimage.build import BuiltImage
+from zimage.manifests import ImageVolume
+from zimage.sizing import human
+
+
+def _log_progress(volser: str):
+    logger = get_run_logger()
+
+    def report(done: int, total: int, rate: float) -> None:
+        logger.info("stage %s: %s of %s (%.1f MB/s)", volser, human(done), human(total), rate / 1e6)
+
+    return report
+
+
+@task(
+    name="stage-volume",
+    task_run_name="stage-{volume.name}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    cache_policy=NO_CACHE,
+)
+def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]:
+    cfg = load_config(config)
+    source_system = cfg.component(volume.component).source
+    path = posixpath.join(staging.volume_dir(cfg.storage.root, source_system), volume.file_name)
+    store = open_object_store(cfg.target.cos)
+    result = store.upload_stream(
+        objects.volume_key(image, volume.file_name),
+        open_source(cfg.storage, path),
+        volume.gz_sha256,
+        content_type=objects.GZIP,
+        metadata={"volser": volume.name, "devnum": volume.devnum},
+        progress=_log_progress(volume.name),
+    )
+    get_run_logger().info(
+        "stage %s: %s %s in %.1f s (%.1f MB/s), %d part(s) sent, %d reused",
+        volume.name, "already present," if result.skipped else "copied", human(result.size),
+        result.seconds, result.bytes_per_second / 1e6, result.parts_uploaded, result.parts_reused,
+    )
+    return {
+        "volser": volume.name, "key": result.key, "bytes": result.size, "seconds": round(result.seconds, 2),
+        "skipped": result.skipped, "parts": result.parts, "reused": result.parts_reused,
+    }
+
+
+@task(name="stage-auxiliary", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def stage_auxiliary(config: str, built: BuiltImage) -> list[str]:
+    """image-metadata.json (application/json: the reference mover needs that type) and devmap."""
+    cfg = load_config(config)
+    store = open_object_store(cfg.target.cos)
+    keys = []
+    for name, data in ((objects.IMAGE_METADATA, built.metadata), (objects.DEVMAP, built.devmap.encode())):
+        key = objects.auxiliary_key(built.image, name)
+        store.put_bytes(key, data, content_type=objects.content_type(name))
+        keys.append(key)
+    return keys
