@@ -16,7 +16,7 @@ def test_layout_of_an_image() -> None:
     assert keys.mover_config == "zos25-dev/mover-config.json"
     assert keys.progress == "zos25-dev/progress.json"
     assert keys.report == "zos25-dev/report.json"
-    assert keys.volume("MN25S2_2023-06-13_18_44_13.gz") == "zos25-dev/volumes/MN25S2_2023-06-13_18_44_13.gz"
+    assert keys.volume("MN25S2_2023-06-13_18_44_13.gz") == "zos25-dev/MN25S2_2023-06-13_18_44_13.gz"
     assert keys.qcow2 == "zos25-dev.qcow2"
 
 

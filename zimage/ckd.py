@@ -59,10 +59,16 @@ def data_track(cyl: int, head: int, data: bytes = b"") -> bytes:
 
 
 def payload(volser: str, cyl: int, head: int, size: int = 4096) -> bytes:
-    # Text-like, compressible but not constant, and different on every track and volume.
-    seed = hashlib.sha256(f"{volser}/{cyl}/{head}".encode()).hexdigest()
-    line = f"{volser} CYL {cyl:05d} HEAD {head:02d} {seed} ".encode()
-    return (line * (size // len(line) + 1))[:size]
+    """Half text-like (compresses well), half pseudo-random (does not), different on every track."""
+    seed = hashlib.sha256(f"{volser}/{cyl}/{head}".encode()).digest()
+    line = f"{volser} CYL {cyl:05d} HEAD {head:02d} {seed.hex()} ".encode()
+    text = (line * (size // len(line) + 1))[: size // 2]
+    noise = bytearray()
+    block = seed
+    while len(noise) < size - len(text):
+        block = hashlib.sha256(block).digest()
+        noise += block
+    return text + bytes(noise[: size - len(text)])
 
 
 def volume_tracks(volser: str, cylinders: int, data_every: int = 0, data_bytes: int = 4096) -> Iterator[bytes]:

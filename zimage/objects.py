@@ -20,7 +20,6 @@ PROPERTIES = "properties.json"
 MOVER_CONFIG = "mover-config.json"
 PROGRESS = "progress.json"
 REPORT = "report.json"
-VOLUMES_DIR = "volumes"
 LEDGER_PREFIX = "zimage-ledger/"
 
 JSON = "application/json"
@@ -77,7 +76,8 @@ def properties_key(image: str) -> str:
 
 
 def volumes_prefix(image: str) -> str:
-    return f"{image_prefix(image)}{VOLUMES_DIR}/"
+    # Volumes lie beside image-metadata.json, as the data mover reads an object directory.
+    return image_prefix(image)
 
 
 def volume_key(image: str, file_name: str) -> str:
