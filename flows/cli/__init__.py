@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from infra.configfile import load_config
-from zimage.config import ConfigError
+from flows.cli.common import config_or_exit, fail
 from zimage.terraform import TerraformError, import_variables
 
 app = typer.Typer(
@@ -24,22 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_INVALID = 2
-
-
-def fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    typer.echo(f"zimage: {message}", err=True)
-    return typer.Exit(code)
-
-
-def config_or_exit(path: Path):
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-
 
 ConfigArg = Annotated[Path, typer.Argument(help="Path of the zimage YAML config", show_default=False)]
 
@@ -129,9 +112,11 @@ def plan(
 
 
 def _register_subcommands() -> None:
-    from flows.cli import ieasym
+    from flows.cli import ieasym, run
 
     app.add_typer(ieasym.app, name="ieasym")
+    app.add_typer(run.app, name="run")
+    app.command("demo")(run.demo)
 
 
 _register_subcommands()

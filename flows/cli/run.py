@@ -1,0 +1,164 @@
+"""`zimage run FLOW ...` and `zimage demo`: run flows on this machine.
+
+Without PREFECT_API_URL the flows run against Prefect's ephemeral API; with it, the runs appear
+in that server's UI. Prefect is imported only here, when a flow is run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import config_or_exit, fail
+
+app = typer.Typer(help="Run a flow on this machine, parameters as options.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", help="Path of the zimage YAML config")]
+ImageOpt = Annotated[str, typer.Option("--image", help="Name of the image in the config")]
+GenerationOpt = Annotated[
+    list[str] | None,
+    typer.Option("--generation", help="COMPONENT=YYYY-MM-DD_HH_MM_SS; default: the newest verified (repeatable)"),
+]
+
+
+def _quiet_console(verbose: bool) -> None:
+    # Must happen before Prefect configures logging (i.e. before the flows are imported).
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _generations(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for value in values:
+        component, sep, generation = value.partition("=")
+        if not sep or not component or not generation:
+            raise fail(f"--generation {value!r}: expected COMPONENT=YYYY-MM-DD_HH_MM_SS")
+        out[component] = generation
+    return out
+
+
+def _run(call: Any, **kwargs: Any) -> Any:
+    """Run a flow; a failure ends the command with exit 1 and the flow's own message."""
+    try:
+        return call(**kwargs)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the flow already logged the details; the user gets the reason
+        typer.echo(f"zimage: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _show(result: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("preflight")
+def preflight(
+    config: ConfigOpt,
+    image: Annotated[str | None, typer.Option("--image", help="Check the sources of this image")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="Check this source system")] = None,
+) -> None:
+    """Reach sources and storage, check IEASYM/TCP/IP symbols and staging free space."""
+    config_or_exit(config)
+    _quiet_console(verbose=True)
+    from flows.preflight import preflight as flow
+
+    _show(_run(flow, config=str(config), image=image, system=system))
+
+
+@app.command("extract-component")
+def extract_component(
+    config: ConfigOpt,
+    component: Annotated[str, typer.Option("--component", help="Name of the component in the config")],
+    generation: Annotated[
+        str | None, typer.Option("--generation", help="Resume this unfinished generation (YYYY-MM-DD_HH_MM_SS)")
+    ] = None,
+) -> None:
+    """Copy every volume of a component to the storage server as a new generation, verified."""
+    cfg = config_or_exit(config)
+    try:
+        cfg.component(component)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    _quiet_console(verbose=True)
+    from flows.extract_component import extract_component as flow
+
+    _show(_run(flow, config=str(config), component=component, generation=generation))
+
+
+@app.command("build-image")
+def build_image(
+    config: ConfigOpt,
+    image: ImageOpt,
+    generation: GenerationOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Recompute every staged file's sha256 first")] = False,
+) -> None:
+    """Group staged components into an image: image-metadata.json and devmap."""
+    cfg = config_or_exit(config)
+    try:
+        cfg.image(image)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    _quiet_console(verbose=True)
+    from flows.build_image import build_image as flow
+
+    built = _run(flow, config=str(config), image=image, generations=_generations(generation), verify=verify)
+    typer.echo(built.devmap, nl=False)
+
+
+@app.command("deploy-image")
+def deploy_image(config: ConfigOpt, image: ImageOpt, generation: GenerationOpt = None) -> None:
+    """Stage, convert, publish the custom image and snapshot, and tear down temporary resources."""
+    cfg = config_or_exit(config)
+    try:
+        cfg.image(image)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    _quiet_console(verbose=True)
+    from flows.deploy_image import deploy_image as flow
+
+    _show(_run(flow, config=str(config), image=image, generations=_generations(generation)))
+
+
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Working directory of the demo")] = Path("zimage-demo"),
+    volumes: Annotated[int, typer.Option("--volumes", min=1, max=20, help="Data volumes besides two SYSRES")] = 2,
+    cylinders: Annotated[int, typer.Option("--cylinders", min=1, max=1113, help="Cylinders per 3390 volume")] = 30,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines")] = False,
+) -> None:
+    """Run the whole pipeline on this machine: no z/OS, no IBM Cloud, no server needed."""
+    _quiet_console(verbose)
+    from flows.cli.progress import flow_progress
+    from flows.demo import demo as flow
+    from tasks.demo import DemoWorkdirError, check_workdir
+    from zimage.sizing import human
+
+    try:
+        check_workdir(workdir.resolve())
+    except DemoWorkdirError as exc:
+        raise fail(str(exc)) from None
+    count = volumes + 2
+    typer.echo(f"zimage demo in {workdir.resolve()}: {count} volumes of {cylinders} cylinders", err=True)
+    with flow_progress({"extract": count, "stage": count, "convert": 100}):
+        result = _run(flow, workdir=str(workdir), volumes=volumes, cylinders=cylinders)
+    rate = human(result["bytes"] / result["seconds"]) if result["seconds"] else "-"
+    typer.echo(
+        f"\nDone in {result['seconds']} s: {result['volumes']} volumes, {human(result['bytes'])} "
+        f"({human(result['gz_bytes'])} staged compressed), {rate}/s overall.\n"
+        f"  qcow2:       {result['qcow2']}\n"
+        f"  data volume: {result['data_image']}\n"
+        f"  report:      {result['report']}\n"
+        f"  config:      {result['config']}\n"
+        "Next: `zimage plan {config} --image {image}`; with `prefect server start` running and "
+        "PREFECT_API_URL set, the runs and their artifacts show in the Prefect UI.".format(**result)
+    )
