@@ -11,7 +11,7 @@ from datamover import ckd
 from datamover.codec import GzipError, gunzip, passthrough
 from datamover.errors import Cancelled, MoverError, VolumeError
 from datamover.manifest import VolumeEntry
-from datamover.prefetch import Prefetcher
+from datamover.pipeline import Consumer, Prefetcher
 from datamover.progress import MB, Progress, log
 from datamover.sink import SparseWriter
 from datamover.sources import MissingObject, ObjectSource
@@ -107,27 +107,35 @@ def _convert_once(
     chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
     digest = hashlib.sha256()
     writer = SparseWriter(path)
+
+    def sink(out: bytes) -> None:  # on its own thread: hashing and writing overlap inflating
+        digest.update(out)
+        writer.write(out)
+        progress.advance(vol.name, len(out), 0)
+
+    consumer = Consumer(sink)
     head = b""
     label_checked = False
     try:
         for out in chunks:
             if cancel.is_set():
                 raise Cancelled(f"volume {vol.name}: cancelled because another volume failed")
-            digest.update(out)
             if not label_checked:
                 head += out[: ckd.HEAD_BYTES - len(head)]
                 if len(head) >= ckd.HEAD_BYTES:
                     checks["vol1"] = _check_label(vol, head)
                     label_checked = True
-            writer.write(out)
-            progress.advance(vol.name, len(out), 0)
+            consumer.put(out)
         if not label_checked:
             checks["vol1"] = _check_label(vol, head)
+        consumer.finish()
         writer.close(settings.sync)
     except GzipError as exc:
+        consumer.abort()
         writer.abort()
         raise VolumeError(vol.name, f"object {vol.file_name}: {exc}") from exc
     except BaseException:
+        consumer.abort()
         writer.abort()
         raise
     finally:

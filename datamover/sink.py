@@ -69,7 +69,9 @@ class SparseWriter:
             if sync:
                 os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            self.abort()
 
     def abort(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

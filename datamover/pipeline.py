@@ -1,10 +1,11 @@
-"""Reading an object in a background thread, so that network or disk reads overlap inflating."""
+"""Threads that overlap the stages of a volume: reading (network or disk), inflating, and hashing +
+writing. zlib, hashlib and os.pwrite release the GIL, so the stages of one volume use several CPUs."""
 
 import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Union
+from typing import Optional, Union
 
 from datamover.sources import Reader
 
@@ -60,3 +61,42 @@ class Prefetcher:
         self._stop.set()
         self._thread.join()
         self._reader.close()
+
+
+class Consumer:
+    """Runs `consume` on every chunk put, in a background thread; a failure of `consume` is raised
+    by the next put() or by finish(). Always finish() or abort() it."""
+
+    def __init__(self, consume: Callable[[bytes], None], depth: int = 4) -> None:
+        self._consume = consume
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue(depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._consume(item)
+                except BaseException as exc:  # handed to the producer, which raises it
+                    self._error = exc
+
+    def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._error = self._error or RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join()
