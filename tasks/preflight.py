@@ -1,0 +1,175 @@
+"""Prefect tasks of the preflight flow: reach a source system (host key verified) and check its
+parmlib members; reach the storage server and measure the staging directory's free space.
+
+A task raises when the connection itself fails, so that Prefect retries what may pass (a dropped
+or refused connection) and not what will not (host key, authentication); the flow turns a final
+failure into an error check. Everything else ends up as a `Check` with a status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from pydantic import BaseModel, ConfigDict
+
+from infra import ssh
+from infra.configfile import load_config
+from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
+from infra.staging_store import StagingError, open_store
+from zimage.config import Source, Storage
+from zimage.findings import Finding, count, sort_findings
+from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
+
+Status = Literal["ok", "warning", "error"]
+CONNECT_RETRIES = 2
+RETRY_DELAY_SECONDS = 2.0
+_RANK: dict[Status, int] = {"ok": 0, "warning": 1, "error": 2}
+_CHECKERS = {"ieasym": check_ieasym, "tcpip_profile": check_profile, "tcpdata": check_tcpdata}
+
+
+class Check(BaseModel):
+    """One preflight check: what was checked, where, its status and what was found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    target: str
+    status: Status
+    messages: list[str]
+
+
+def worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=_RANK.__getitem__, default="ok")
+
+
+class SourceReport(BaseModel):
+    system: str
+    checks: list[Check]
+    findings: list[Finding]
+
+
+class StorageReport(BaseModel):
+    check: Check
+    root: str
+    free_bytes: int | None  # None when the staging directory could not be checked
+
+
+def retryable(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a failure that may pass (refused or dropped connection, timeout), not one that will
+    fail again (host key, authentication, a missing key file)."""
+    try:
+        state.result()
+    except Exception as exc:
+        flag = getattr(exc, "retryable", None)
+        return bool(flag) if flag is not None else isinstance(exc, OSError | EOFError | TimeoutError)
+    return False
+
+
+def location(endpoint: Source | Storage) -> str:
+    """Where checks of an endpoint happen, for reports: user@host:port, or this machine."""
+    return "this machine" if endpoint.transport == "local" else ssh.where(endpoint)
+
+
+def reach_check_name(system: str) -> str:
+    return f"source {system}: reachable"
+
+
+def parmlib_check_name(system: str) -> str:
+    return f"source {system}: parmlib symbols"
+
+
+def _reach_source(reader: MemberReader) -> Check:
+    source = reader.source
+    name = reach_check_name(source.name)
+    if source.transport == "local":
+        return Check(name=name, target="this machine", status="ok",
+                     messages=["transport local: members are read and volumes extracted on this machine"])
+    session = reader.connect()  # raises for the task's retries when the connection fails
+    messages = [f"connected with key authentication; host key verified against {source.known_hosts_file}"]
+    result = session.run("uname -s -r", timeout=30)
+    if result.status != 0:
+        messages.append(f"`uname -s -r` exited with status {result.status}: {result.stderr_text or 'no message'}; "
+                        "the extraction command needs a working shell")
+        return Check(name=name, target=location(source), status="warning", messages=messages)
+    messages.append(f"system: {result.stdout.decode('utf-8', 'replace').strip()}")
+    return Check(name=name, target=location(source), status="ok", messages=messages)
+
+
+def _check_parmlib(reader: MemberReader) -> tuple[Check, list[Finding]]:
+    source = reader.source
+    members = configured(source.parmlib)
+    messages = [f"parmlib.{key} is not set: the {KINDS[key]} check was skipped" for key in missing(source.parmlib)]
+    statuses: list[Status] = ["warning"] if messages else []
+    findings: list[Finding] = []
+    for key, member in members.items():
+        try:
+            raw = reader.read(member)
+        except ParmlibError as exc:
+            if exc.retryable:
+                raise
+            messages.append(str(exc))
+            statuses.append("error")
+            continue
+        findings += _CHECKERS[key](Member(name=member, text=raw))
+    findings = sort_findings(findings)
+    errors, warnings = count(findings, "error"), count(findings, "warning")
+    read = len(members) - statuses.count("error")
+    if read:
+        messages.insert(0, f"{read} member(s) read and checked: {errors} error(s), {warnings} warning(s)")
+        statuses += ["error"] * bool(errors) + ["warning"] * bool(warnings)
+    target = ", ".join(members.values()) or "(no members configured)"
+    return Check(name=parmlib_check_name(source.name), target=target, status=worst(statuses),
+                 messages=messages), findings
+
+
+@task(name="check-source", cache_policy=NO_CACHE, retries=CONNECT_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retryable)
+def check_source(config: str, system: str) -> SourceReport:
+    """Reach the source system (host key verified), then read and check its parmlib members on the
+    same connection."""
+    log = get_run_logger()
+    source = load_config(config).source(system)
+    with MemberReader(source) as reader:
+        reach = _reach_source(reader)
+        parmlib, findings = _check_parmlib(reader)
+    for check in (reach, parmlib):
+        log.info("%s (%s): %s: %s", check.name, check.target, check.status, "; ".join(check.messages))
+    return SourceReport(system=system, checks=[reach, parmlib], findings=findings)
+
+
+def storage_check_name() -> str:
+    return "storage: reachable and writable"
+
+
+@task(name="check-storage", cache_policy=NO_CACHE, retries=CONNECT_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retryable)
+def check_storage(config: str) -> StorageReport:
+    """Reach the storage server (host key verified); the staging root must exist and take a probe
+    file (written and removed); measure its free space. Nothing else is written."""
+    storage = load_config(config).storage
+    name = storage_check_name()
+    target = location(storage)
+    with open_store(storage) as store:  # an sftp store connects here; failures raise for the retries
+        info = store.stat(storage.root)
+        if info is None or not info.is_dir:
+            what = "does not exist" if info is None else "is not a directory"
+            check = Check(name=name, target=target, status="error",
+                          messages=[f"staging root {storage.root} {what} on {store.where()}: create it, "
+                                    f"writable by {storage.username}"])
+            return StorageReport(check=check, root=storage.root, free_bytes=None)
+        try:
+            store.check_writable(storage.root)
+        except StagingError as exc:
+            check = Check(name=name, target=target, status="error", messages=[str(exc)])
+            return StorageReport(check=check, root=storage.root, free_bytes=None)
+        free = store.free_bytes(storage.root)
+    messages = [f"staging root {storage.root} exists and is writable"]
+    if storage.transport != "local":
+        messages.insert(0, f"connected with key authentication; host key verified against {storage.known_hosts_file}")
+    get_run_logger().info("%s (%s): ok; %s bytes free in %s", name, target, f"{free:,}", storage.root)
+    return StorageReport(check=Check(name=name, target=target, status="ok", messages=messages),
+                         root=storage.root, free_bytes=free)
