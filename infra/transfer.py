@@ -35,6 +35,7 @@ S3_MIN_PART_SIZE = 5 * MiB  # smallest part S3/COS accept (all but the last)
 S3_MAX_PART_SIZE = 5 * 1024 * MiB
 DEFAULT_PART_SIZE = 64 * MiB
 MAX_PARTS = 10_000
+PARTS_PER_WORKER = 8  # enough parts that workers drift apart and reads overlap uploads
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 ProgressCallback = Callable[[int, float], None]
@@ -213,11 +214,10 @@ def _round_up(value: int, unit: int) -> int:
 
 
 def choose_part_size(size: int, workers: int = 4, preferred: int = DEFAULT_PART_SIZE) -> int:
-    """64 MiB parts, smaller (not under 8 MiB) when that keeps every worker busy, larger when
-    10,000 parts would not hold the object."""
-    part = preferred
-    if size < part * workers:
-        part = max(MIN_PART_SIZE, _round_up(-(-size // workers), MiB))
+    """64 MiB parts; smaller (not under 8 MiB) when the object would give each worker fewer than
+    PARTS_PER_WORKER parts — with only one part per worker all read at once and then all upload
+    at once, and reading and uploading hardly overlap; larger when 10,000 parts would not hold it."""
+    part = min(preferred, max(MIN_PART_SIZE, _round_up(-(-size // (workers * PARTS_PER_WORKER)), MiB)))
     part = max(part, _round_up(-(-size // MAX_PARTS), MiB))
     if part > S3_MAX_PART_SIZE:
         raise ValueError(f"{size} bytes do not fit into {MAX_PARTS} parts of at most {S3_MAX_PART_SIZE} bytes")
@@ -352,7 +352,22 @@ class MultipartCopier:
         *,
         _resume: bool = True,
     ) -> CopyResult:
-        expected = _check_sha256(expected_sha256)
+        try:
+            return self._copy(source, key, _check_sha256(expected_sha256), content_type, metadata, _resume)
+        finally:
+            close = getattr(source, "close", None)  # sources may keep a reader from size()
+            if callable(close):
+                close()
+
+    def _copy(
+        self,
+        source: RangeSource,
+        key: str,
+        expected: str,
+        content_type: str,
+        metadata: Mapping[str, str] | None,
+        _resume: bool,
+    ) -> CopyResult:
         where = self.backend.describe(key)
         started = time.monotonic()
         size = source.size()
@@ -378,7 +393,7 @@ class MultipartCopier:
             # the resumed upload had been started for other content: its metadata is stale
             log.warning("%s: resumed upload carried sha256 metadata %s; uploading afresh", where, stored.sha256)
             self.backend.delete(key)
-            return self.copy(source, key, expected, content_type, metadata, _resume=False)
+            return self._copy(source, key, expected, content_type, metadata, False)
         return result
 
     # a whole object in one request: smaller than one part

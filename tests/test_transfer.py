@@ -38,8 +38,9 @@ def test_part_size_defaults_to_64_mib_for_big_files() -> None:
     assert choose_part_size(10 * 1024 * MiB, workers=4) == 64 * MiB
 
 
-def test_part_size_shrinks_to_keep_workers_busy_but_not_under_8_mib() -> None:
-    assert choose_part_size(100 * MiB, workers=4) == 25 * MiB
+def test_part_size_shrinks_to_give_each_worker_several_parts_but_not_under_8_mib() -> None:
+    assert choose_part_size(512 * MiB, workers=4) == 16 * MiB
+    assert choose_part_size(100 * MiB, workers=4) == MIN_PART_SIZE
     assert choose_part_size(10 * MiB, workers=4) == MIN_PART_SIZE
 
 

@@ -1,0 +1,174 @@
+"""Benchmark: staging a volume file into COS against just reading it.
+
+Makes a file of random bytes (ZIMAGE_BENCH_MB, default 512), then measures
+  - the plain read of the file: over sftp from a bench-local sshd on loopback when OpenSSH's
+    sshd is installed (one stream, and as many streams as the copier has workers), else the
+    local file;
+  - the copy of the same file into an S3 server (moto, in its own process like a remote COS)
+    through infra.cos + infra.transfer.
+Reading and uploading overlap, so the copy should run at >= 0.8x the read of the same parallelism.
+The copy is timed twice: until every part is uploaded (the transfer itself), and until the object
+is complete. moto completes a multipart upload by concatenating the parts and computing a CRC64
+of the whole object in Python (about 1 s per 100 MB here); COS assembles server-side, so the first
+figure is the one that predicts COS. Reads and copies alternate; the best of each is kept.
+Prints MB/s and the ratios. Run: python -m bench.stage_to_cos (from the repository root).
+
+Environment: ZIMAGE_BENCH_MB (size), ZIMAGE_BENCH_WORKERS (copier workers, default 4),
+ZIMAGE_BENCH_REPEAT (best of N runs, default 2), ZIMAGE_BENCH_LOCAL=1 (skip sftp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from infra.cos import CosStore, HmacCredentials, make_client
+from infra.secrets import Secret
+from infra.sftp_source import open_source
+from infra.transfer import LocalFileSource, MiB, RangeSource, TransferConfig, choose_part_size, plan_parts
+from zimage.config import Storage
+
+BUCKET = "zimage-bench"
+REGION = "jp-tok"
+
+
+def make_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 8 * MiB))
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_s3_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "moto.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).read()
+            return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the S3 server did not start; see {directory / 'moto.log'}")
+
+
+def read_all(source: RangeSource, streams: int, part_size: int) -> float:
+    """Read every byte once with `streams` readers in parallel and discard it; seconds taken."""
+    parts = plan_parts(source.size(), part_size)
+    start = time.monotonic()
+
+    def read_share(share: int) -> None:
+        reader = source.open()
+        try:
+            for part in parts[share::streams]:
+                reader.read(part.offset, part.length)
+        finally:
+            reader.close()
+
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(read_share, range(streams)))
+    return time.monotonic() - start
+
+
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    size = int(os.environ.get("ZIMAGE_BENCH_MB", "512")) * MiB
+    workers = int(os.environ.get("ZIMAGE_BENCH_WORKERS", "4"))
+    runs = int(os.environ.get("ZIMAGE_BENCH_REPEAT", "2"))
+    use_sftp = os.environ.get("ZIMAGE_BENCH_LOCAL") != "1" and shutil.which("sshd") is not None
+    work = Path(tempfile.mkdtemp(prefix="zimage-bench-"))
+    sshd = s3 = None
+    try:
+        stage = work / "stage"
+        stage.mkdir()
+        path = stage / "BENCH1_2024-01-01_00_00_00.gz"
+        digest = make_file(path, size)
+        if use_sftp:
+            from tests.support.sshd import Sshd
+
+            sshd = Sshd.start(work / "sshd")
+            storage = Storage(**sshd.endpoint(root=str(stage)))
+            source = open_source(storage, str(path))
+        else:
+            source = LocalFileSource(path)
+        s3, endpoint = start_s3_server(work)
+        creds = HmacCredentials(Secret("b" * 32, "bench"), Secret("c" * 48, "bench"))
+        client = make_client(endpoint, REGION, creds)
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        store = CosStore(client, BUCKET)
+        config = TransferConfig(workers=workers)
+        part_size = choose_part_size(size, workers)
+
+        def copy() -> tuple[float, float]:
+            """Seconds until every part is uploaded, and until the object is complete."""
+            store.delete("bench/volume.gz")
+            start = time.monotonic()
+            moved = [0.0]
+
+            def progress(done: int, rate: float) -> None:
+                if done == size:
+                    moved[0] = time.monotonic() - start
+
+            result = store.upload_stream("bench/volume.gz", source, digest, config=config, progress=progress)
+            assert not result.skipped and result.sha256 == digest
+            return moved[0], time.monotonic() - start
+
+        kind = "sftp" if use_sftp else "local"
+        print(f"file: {size / MiB:.0f} MiB via {kind}; copier: {workers} workers, {part_size // MiB} MiB parts")
+        reads_one, reads_n, copies = [], [], []
+        for _ in range(runs):
+            reads_one.append(read_all(source, 1, part_size))
+            reads_n.append(read_all(source, workers, part_size))
+            copies.append(copy())
+        assert store.head("bench/volume.gz") is not None
+        read_one, read_n = min(reads_one), min(reads_n)
+        moved, complete = min(c[0] for c in copies), min(c[1] for c in copies)
+        read_best = min(read_one, read_n)
+        mb = size / 1e6
+        print(f"plain {kind} read, 1 stream:              {mb / read_one:7.1f} MB/s")
+        print(f"plain {kind} read, {workers} streams:             {mb / read_n:7.1f} MB/s")
+        print(f"{kind} -> COS, all parts uploaded:        {mb / moved:7.1f} MB/s")
+        print(f"{kind} -> COS, object complete (moto):    {mb / complete:7.1f} MB/s")
+        print(f"ratio copy / best plain read:            {read_best / moved:7.2f}  (target >= 0.80)")
+        print(f"ratio incl. moto's completion:           {read_best / complete:7.2f}")
+    finally:
+        if s3 is not None:
+            s3.terminate()
+            s3.wait(timeout=10)
+        if sshd is not None:
+            sshd.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
