@@ -1,7 +1,9 @@
-"""`zimage ieasym check|render`: the IEASYMxx / TCP/IP symbol checks on local member files.
+"""`zimage ieasym check|render`: the IEASYMxx / TCP/IP symbol checks on member files, or on the
+members a source system's parmlib names (read over SSH, `--config F --system NAME`).
 
 Findings go to stdout; usage and read errors to stderr. Exit codes: 0 no error (warnings
-allowed), 1 errors (or a refused render), 2 an input cannot be read or an option is malformed.
+allowed), 1 errors (or a refused render), 2 an input cannot be read, the config is invalid or an
+option is malformed. Prefect is never imported here, so the command starts fast.
 """
 
 from __future__ import annotations
@@ -50,15 +52,62 @@ def _member(path: Path | None) -> Member | None:
     return None if path is None else Member(name=str(path), text=_read(path))
 
 
+def _source_members(config: Path, system: str) -> list[Member | None]:
+    """IEASYMxx, PROFILE and TCPDATA as the source's parmlib names them, read over one connection;
+    FILE in the findings is the data set member (or path) as configured."""
+    from infra.configfile import load_config
+    from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
+    from zimage.config import ConfigError
+
+    try:
+        source = load_config(config).source(system)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    except KeyError as exc:
+        raise _fail(f"{config}: {exc.args[0]}") from None
+    names = configured(source.parmlib)
+    if "ieasym" not in names:
+        raise _fail(f"{config}: source {source.name} has no parmlib.ieasym: nothing to check")
+    for key in missing(source.parmlib):
+        typer.echo(f"zimage ieasym: note: source {source.name} has no parmlib.{key}: the {KINDS[key]} check "
+                   "is skipped", err=True)
+    try:
+        with MemberReader(source) as reader:
+            members = {key: Member(name=member, text=reader.read(member)) for key, member in names.items()}
+    except ParmlibError as exc:
+        raise _fail(str(exc)) from None
+    return [members.get(key) for key in KINDS]
+
+
 @app.command()
 def check(
-    ieasym: Annotated[Path, typer.Option("--ieasym", help="IEASYMxx member file")],
+    ieasym: Annotated[Path | None, typer.Option("--ieasym", help="IEASYMxx member file")] = None,
     profile: Annotated[Path | None, typer.Option("--profile", help="TCP/IP PROFILE member file")] = None,
     tcpdata: Annotated[Path | None, typer.Option("--tcpdata", help="TCPIP.DATA member file")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="zimage config: read the members of --system over SSH")
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="Source system whose parmlib members are read (with --config)")
+    ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
 ) -> None:
-    """Report FILE:LINE: error|warning: message for each problem; exit 1 when any is an error."""
-    members = [_member(ieasym), _member(profile), _member(tcpdata)]
+    """Report FILE:LINE: error|warning: message for each problem; exit 1 when any is an error.
+
+    Give the member files (--ieasym, optionally --profile and --tcpdata), or --config and --system
+    to read the members the source's parmlib names from the system itself.
+    """
+    if config is not None or system is not None:
+        if config is None or system is None:
+            raise _fail("--config and --system go together")
+        if ieasym or profile or tcpdata:
+            raise _fail("give member files (--ieasym ...) or --config/--system, not both")
+        members = _source_members(config, system)
+    elif ieasym is None:
+        raise _fail("give --ieasym FILE, or --config FILE --system NAME")
+    else:
+        members = [_member(ieasym), _member(profile), _member(tcpdata)]
     assert members[0] is not None
     findings = check_members(members[0], members[1], members[2])
     render = findings_json if output_format is OutputFormat.json else findings_text
