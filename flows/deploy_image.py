@@ -3,24 +3,48 @@ publish the custom image and the data snapshot, and tear down every temporary re
 
 With `target.mover.mode: local` (the demo) the mover runs on this machine and "publishing" means
 the qcow2, the data image and the report are left in `target.mover.output_directory`.
+
+With `target.mover.mode: vsi`: check (nothing created yet) that the image and snapshot names are
+free, that a mover image matches and the resource group exists → build and stage → provision the
+mover VSI through a ledger → wait for its report in the bucket → snapshot the data volume and
+create the custom image → tear down. Teardown runs in a `finally` and again from the flow's
+failure, cancellation and crash hooks (it is idempotent); a process killed outright leaves its
+ledger for `reap-orphans`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
+from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.build_image import artifact_key, build_image
+from infra import mover_config
 from infra.configfile import load_config
+from infra.cos import open_object_store
+from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
+from infra.iam import RetryPolicy
+from infra.ledger import Ledger
+from infra.object_store import ObjectStore
 from tasks.convert import convert_locally
+from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
+from tasks.publish import check_product_names, publish
 from tasks.stage import stage_auxiliary, stage_volume
+from tasks.teardown import TeardownResult, open_ledger, teardown
+from zimage import resources
 from zimage.build import BuiltImage
+from zimage.config import Config
 from zimage.sizing import human
+
+log = logging.getLogger(__name__)
 
 
 def stage_image(config: str, built: BuiltImage) -> list[dict[str, Any]]:
@@ -39,47 +63,262 @@ def stage_image(config: str, built: BuiltImage) -> list[dict[str, Any]]:
     return staged
 
 
-@flow(name="deploy-image", task_runner=ThreadPoolTaskRunner(max_workers=4))
-def deploy_image(config: str, image: str, generations: dict[str, str] | None = None) -> dict[str, Any]:
+# --- teardown bookkeeping shared by the flow body and its state hooks ---------------------------
+
+
+class _Run:
+    """What teardown needs of a running build."""
+
+    def __init__(self, cloud: IbmCloud, ledger: Ledger, store: ObjectStore, image: str) -> None:
+        self.cloud, self.ledger, self.store, self.image = cloud, ledger, store, image
+        self.upload_id: str | None = None
+        self.result: TeardownResult | None = None
+        self.lock = threading.Lock()
+
+    def teardown(self) -> TeardownResult:
+        with self.lock:  # the finally and a hook may both get here
+            result = teardown(self.cloud, self.ledger)
+            try:
+                for line in mover_config.discard(self.store, self.image, self.upload_id):
+                    log.info("teardown: %s", line)
+            except Exception as exc:  # the resources matter more than leftover objects
+                log.warning("teardown: bucket clean-up of %s failed: %s", self.image, exc)
+                result.failures.append(f"bucket clean-up: {exc}")
+            if self.ledger.document.status == "running":
+                self.ledger.finish(ok=False)
+            self.result = result
+            return result
+
+
+_RUNS: dict[str, _Run] = {}
+
+
+def _teardown_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    run = _RUNS.pop(str(flow_run.id), None)
+    if run is None:
+        return  # nothing provisioned, or the flow body tore down already
+    result = run.teardown()
+    logger = logging.getLogger("zimage.deploy")
+    logger.info("teardown after %s: %d deleted, %d failures", state.name, len(result.deleted), len(result.failures))
+
+
+def _timing(
+    poll_seconds: float, resource_timeout_minutes: float, publish_timeout_minutes: float, retry_base_seconds: float,
+    report_poll_seconds: float,
+) -> Timing:
+    return Timing(
+        poll=poll_seconds,
+        ready_timeout=resource_timeout_minutes * 60,
+        delete_timeout=resource_timeout_minutes * 60,
+        image_timeout=publish_timeout_minutes * 60,
+        snapshot_timeout=publish_timeout_minutes * 60,
+        report_poll=report_poll_seconds,
+        retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(retry_base_seconds * 30, retry_base_seconds)),
+    )
+
+
+@flow(
+    name="deploy-image",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    on_failure=[_teardown_hook],
+    on_cancellation=[_teardown_hook],
+    on_crashed=[_teardown_hook],
+)
+def deploy_image(
+    config: str,
+    image: str,
+    generations: dict[str, str] | None = None,
+    poll_seconds: float = 10.0,
+    report_poll_seconds: float = 30.0,
+    resource_timeout_minutes: float = 15.0,
+    publish_timeout_minutes: float = 300.0,
+    deadline_minutes: float | None = None,
+    retry_base_seconds: float = 1.0,
+    ssh_from: str = "0.0.0.0/0",
+) -> dict[str, Any]:
     """Make the custom image and the data snapshot of IMAGE from its staged components.
 
     Args:
         config: path of the zimage YAML config on the worker.
         image: name of the image in the config.
         generations: component name -> generation to use; default: the newest verified one of each.
+        poll_seconds: interval between status reads of cloud resources (mode vsi).
+        report_poll_seconds: interval between reads of the mover's progress and report objects.
+        resource_timeout_minutes: longest wait for one resource to become ready or to be deleted.
+        publish_timeout_minutes: longest wait for the custom image and for the snapshot.
+        deadline_minutes: longest the conversion may take; default target.mover.deadline_hours.
+        retry_base_seconds: first back-off of a retried API call (429, 5xx), doubled each time.
+        ssh_from: CIDR allowed to reach port 22 of the mover when target.mover.ssh_access is set.
     """
-    log = get_run_logger()
     cfg = load_config(config)
     cfg.image(image)
-    started = time.monotonic()
+    if cfg.target.mover.mode == "local":
+        return _deploy_locally(config, cfg, image, generations)
+    timing = _timing(poll_seconds, resource_timeout_minutes, publish_timeout_minutes, retry_base_seconds,
+                     report_poll_seconds)
+    deadline_s = (deadline_minutes * 60) if deadline_minutes is not None else cfg.target.mover.deadline_hours * 3600
+    return _deploy_vsi(config, cfg, image, generations, timing, deadline_s, ssh_from)
+
+
+def _stage(config: str, image: str, generations: dict[str, str] | None) -> tuple[BuiltImage, list[dict[str, Any]]]:
     built = build_image(config, image, generations)
     staged = stage_image(config, built)
     moved = sum(s["bytes"] for s in staged if not s["skipped"])
-    log.info("staged %d volume(s) of %s: %s sent, %d already present", len(staged), image, human(moved),
-             sum(1 for s in staged if s["skipped"]))
+    get_run_logger().info(
+        "staged %d volume(s) of %s: %s sent, %d already present", len(staged), image, human(moved),
+        sum(1 for s in staged if s["skipped"]),
+    )
     create_table_artifact(staged, key=artifact_key("staged", image), description=f"Objects of image {image}")
-    if cfg.target.mover.mode == "local":
-        converted = convert_locally(config, image, built.size)
-        summary = {
-            "image": image,
-            "mode": "local",
-            "bytes": built.size,
-            "volumes": len(built.volumes),
-            "qcow2": converted["qcow2"],
-            "data_image": converted["data_image"],
-            "report": converted["report"],
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        create_markdown_artifact(
-            key=artifact_key("deploy-image", image),
-            markdown=(
-                f"# Image {image} converted on this machine\n\n"
-                f"- {len(built.volumes)} volume(s), {human(built.size)}, in {summary['seconds']} s\n"
-                f"- qcow2: `{converted['qcow2']}` ({human(converted['qcow2_bytes'])})\n"
-                f"- data volume image: `{converted['data_image']}`\n"
-                f"- report: `{converted['report']}`\n"
-            ),
-            description=f"Deploy of image {image}",
+    return built, staged
+
+
+def _deploy_locally(config: str, cfg: Config, image: str, generations: dict[str, str] | None) -> dict[str, Any]:
+    started = time.monotonic()
+    built, _ = _stage(config, image, generations)
+    converted = convert_locally(config, image, built.size)
+    summary = {
+        "image": image,
+        "mode": "local",
+        "bytes": built.size,
+        "volumes": len(built.volumes),
+        "qcow2": converted["qcow2"],
+        "data_image": converted["data_image"],
+        "report": converted["report"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    create_markdown_artifact(
+        key=artifact_key("deploy-image", image),
+        markdown=(
+            f"# Image {image} converted on this machine\n\n"
+            f"- {len(built.volumes)} volume(s), {human(built.size)}, in {summary['seconds']} s\n"
+            f"- qcow2: `{converted['qcow2']}` ({human(converted['qcow2_bytes'])})\n"
+            f"- data volume image: `{converted['data_image']}`\n"
+            f"- report: `{converted['report']}`\n"
+        ),
+        description=f"Deploy of image {image}",
+    )
+    return summary
+
+
+def _deploy_vsi(
+    config: str,
+    cfg: Config,
+    image: str,
+    generations: dict[str, str] | None,
+    timing: Timing,
+    deadline_s: float,
+    ssh_from: str,
+) -> Any:
+    logger = get_run_logger()
+    started = time.monotonic()
+    spec = cfg.image(image)
+    index = [i.name for i in cfg.images].index(image)
+    # secrets and every check that needs no resource come first: a refusal here creates nothing
+    cloud = connect(cfg.target, resolve_api_key(cfg.target), timing=timing)
+    check_product_names(cloud, spec, index)
+    mover_image = check_mover_image(cloud, cfg.target.mover.image)
+    if not cloud.check_image_authorization():
+        raise RuntimeError(
+            "the VPC image service may not read Cloud Object Storage in this account, so the custom image could "
+            "not be imported; nothing was created. Create the authorization once: ibmcloud iam "
+            "authorization-policy-create is cloud-object-storage Reader --source-resource-type image"
         )
-        return summary
-    raise NotImplementedError("mover mode vsi is provisioned by the VPC path")
+    store = open_object_store(cfg.target.cos)
+
+    built, staged = _stage(config, image, generations)
+    build_id = resources.new_build_id()
+    flow_run_id = current_flow_run.id
+    ledger = open_ledger(store, build_id, image, flow_run_id)
+    run = _Run(cloud, ledger, store, image)
+    if flow_run_id:
+        _RUNS[flow_run_id] = run
+    logger.info("build %s of image %s: resources are named %s*", build_id, image, resources.name(build_id, ""))
+    mover: MoverResources | None = None
+    outcome = "failed"
+    products: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    convert_started = time.monotonic()
+    try:
+        mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, ssh_from)
+        run.upload_id = mover.upload_id
+        convert_started = time.monotonic()
+        report = wait_for_mover(cloud, store, image, mover.instance, deadline_s, flow_run_id)
+        convert_seconds = time.monotonic() - convert_started
+        products = publish(cloud, cfg.target, spec, mover.volumes["data"])
+        outcome = "succeeded"
+    except MoverCancelled as exc:
+        outcome = "cancelled"
+        logger.warning("%s: tearing down", exc)
+    finally:
+        torn = run.teardown()
+        _RUNS.pop(flow_run_id or "", None)
+        if outcome == "succeeded" and not torn.failures:
+            ledger.finish(ok=True)
+        _artifacts(image, build_id, built, mover, products, report, torn, outcome, time.monotonic() - started)
+    if torn.failures:
+        raise RuntimeError(
+            f"build {build_id}: teardown left {len(torn.failures)} resource(s); run reap-orphans. "
+            + "; ".join(torn.failures)
+        )
+    if outcome == "cancelled":
+        return Cancelled(message=f"deploy of {image} cancelled; build {build_id} torn down")
+    summary = {
+        "image": image,
+        "mode": "vsi",
+        "build_id": build_id,
+        "bytes": built.size,
+        "volumes": len(built.volumes),
+        "staged": len(staged),
+        "custom_image": products["image"],
+        "snapshot": products["snapshot"],
+        "convert_seconds": round(convert_seconds, 1),
+        "mover_report": {k: report.get(k) for k in ("seconds", "totals", "phases")},
+        "deleted": [f"{r['kind']} {r['name']}" for r in torn.deleted],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    return summary
+
+
+def _artifacts(
+    image: str,
+    build_id: str,
+    built: BuiltImage,
+    mover: MoverResources | None,
+    products: dict[str, Any],
+    report: dict[str, Any],
+    torn: TeardownResult,
+    outcome: str,
+    seconds: float,
+) -> None:
+    lines = [f"# Deploy of image {image}: {outcome}", ""]
+    lines.append(f"- build `{build_id}`, {len(built.volumes)} volume(s), {human(built.size)} "
+                 f"({human(built.gz_size)} compressed), {seconds:.0f} s in all")
+    if mover is not None:
+        lines.append(f"- mover `{mover.instance.name}` ({mover.image}), user data {mover.user_data_bytes} bytes")
+        if mover.private_key_file:
+            lines.append(f"- SSH private key kept at `{mover.private_key_file}` (mode 0600)")
+    if report:
+        totals = report.get("totals") or {}
+        lines.append(f"- conversion: {human(totals.get('bytes') or 0)} in {report.get('seconds')} s "
+                     f"({totals.get('mb-per-s')} MB/s)")
+    if products:
+        img, snap = products["image"], products["snapshot"]
+        lines += [
+            "",
+            "| product | name | id |",
+            "|---|---|---|",
+            f"| custom image ({img['os']}) | `{img['name']}` | `{img['id']}` |",
+            f"| snapshot of the data volume | `{snap['name']}` | `{snap['id']}` |",
+        ]
+    lines += ["", f"Temporary resources deleted: {len(torn.deleted)}"
+              + (f", already gone: {len(torn.gone)}" if torn.gone else "")]
+    lines += [f"- {r['kind']} `{r['name']}`" for r in torn.deleted]
+    if torn.failures:
+        lines += ["", "**Teardown failures** (run `zimage run reap-orphans`):"] + [f"- {f}" for f in torn.failures]
+    try:
+        create_markdown_artifact(key=artifact_key("deploy-image", image), markdown="\n".join(lines) + "\n",
+                                 description=f"Deploy of image {image}")
+        if torn.rows():
+            create_table_artifact(torn.rows(), key=f"teardown-{build_id}", description=f"Teardown of build {build_id}")
+    except Exception as exc:  # the summary must not hide the run's own outcome
+        log.warning("deploy summary artifact not written: %s", exc)

@@ -1,0 +1,160 @@
+"""The mover configuration of one build (datamover/moverconfig.py documents its schema).
+
+The mover VSI gets no key at all: every object it reads is a presigned GET URL, the qcow2 goes up
+through a multipart upload the orchestrator creates here (one presigned URL per part, sized for
+the boot disk, plus the complete and abort URLs), and progress.json / report.json are presigned
+PUTs. The URLs live as long as the conversion may take plus a margin, at most 7 days (SigV4's
+limit). The document is stored as `<image>/mover-config.json`; the user data carries one
+short-lived GET URL to it (`config_url`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from datamover.moverconfig import MAX_PARTS, MIN_PART, SCHEMA
+from infra.object_store import MAX_PRESIGN_SECONDS, ObjectStore
+from zimage import objects
+from zimage.build import BuiltImage
+from zimage.sizing import GB
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+PART_SIZE = 128 * MiB  # what the mover's own multipart uses by default
+QCOW2_OVERHEAD = 1.02  # qcow2 metadata over a fully written raw disk, with margin
+URL_MARGIN_S = 6 * 3600  # boot, package installation and the upload after the conversion deadline
+CONFIG_URL_S = 3 * 3600  # the user data's URL is read once, at first boot
+ENV_OVERRIDES_NAME = "env-overrides/properties.json"  # the name the mover asks for
+ROLES = ("data", "boot", "scratch")
+
+
+def url_lifetime(deadline_hours: float, margin_s: int = URL_MARGIN_S) -> int:
+    """Seconds the mover's URLs stay valid: the conversion deadline plus a margin, capped at 7 days."""
+    return min(MAX_PRESIGN_SECONDS, math.ceil(deadline_hours * 3600) + margin_s)
+
+
+def qcow2_parts(boot_disk_gb: int, part_size: int = PART_SIZE) -> tuple[int, int]:
+    """(part size, number of part URLs) enough for the qcow2 of a full boot disk of that size."""
+    largest = math.ceil(boot_disk_gb * GB * QCOW2_OVERHEAD) + 64 * MiB
+    size = max(part_size, MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
+    return size, min(MAX_PARTS, math.ceil(largest / size))
+
+
+@dataclass(frozen=True)
+class MoverConfigObject:
+    key: str
+    upload_id: str  # of the qcow2's multipart upload: aborted at teardown if not completed
+    config_url: str  # short-lived presigned GET of the document, for the user data
+    parts: int
+    expires_s: int
+    bytes: int
+
+
+def object_urls(store: ObjectStore, built: BuiltImage, expires_s: int) -> dict[str, str]:
+    """Presigned GET URLs for every object the mover reads, by the name it asks for."""
+    image = built.image
+    urls = {
+        objects.IMAGE_METADATA: store.presign_get(objects.metadata_key(image), expires_s),
+        objects.DEVMAP: store.presign_get(objects.devmap_key(image), expires_s),
+    }
+    if store.head(objects.properties_key(image)) is not None:
+        urls[ENV_OVERRIDES_NAME] = store.presign_get(objects.properties_key(image), expires_s)
+    for vol in built.volumes:
+        urls[vol.file_name] = store.presign_get(objects.volume_key(image, vol.file_name), expires_s)
+    return urls
+
+
+def document(
+    store: ObjectStore,
+    built: BuiltImage,
+    *,
+    layout: str,
+    attachments: Mapping[str, str],
+    upload_id: str,
+    boot_disk_gb: int,
+    expires_s: int,
+    jobs: int | None = None,
+    progress_every: float = 15.0,
+) -> tuple[dict[str, Any], int]:
+    """The mover configuration (as a dict) and how many part URLs it holds."""
+    image = built.image
+    missing = [r for r in ROLES if r not in attachments]
+    if missing:
+        raise ValueError(f"mover configuration: attachment names missing for {', '.join(missing)}")
+    key = objects.qcow2_key(image)
+    part_size, count = qcow2_parts(boot_disk_gb)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "image": image,
+        "layout": layout,
+        "progress_every": progress_every,
+        "objects": {"type": "urls", "urls": object_urls(store, built, expires_s)},
+        "qcow2": {
+            "type": "multipart",
+            "part_size": part_size,
+            "part_urls": [store.presign_part(key, upload_id, n, expires_s) for n in range(1, count + 1)],
+            "complete_url": store.presign_complete(key, upload_id, expires_s),
+            "abort_url": store.presign_abort(key, upload_id, expires_s),
+            "concurrency": 4,
+        },
+        "progress": {"type": "put", "url": store.presign_put(objects.progress_key(image), expires_s)},
+        "report": {"type": "put", "url": store.presign_put(objects.report_key(image), expires_s)},
+        "attachments": {role: attachments[role] for role in ROLES},
+    }
+    if jobs:
+        doc["jobs"] = jobs
+    return doc, count
+
+
+def write(
+    store: ObjectStore,
+    built: BuiltImage,
+    *,
+    layout: str,
+    attachments: Mapping[str, str],
+    boot_disk_gb: int,
+    deadline_hours: float,
+    jobs: int | None = None,
+    progress_every: float = 15.0,
+) -> MoverConfigObject:
+    """Start the qcow2's multipart upload, clear a previous run's progress and report, store the
+    mover configuration and presign the URL the user data carries."""
+    image = built.image
+    expires = url_lifetime(deadline_hours)
+    # an old report would read as this run's result
+    for stale in (objects.report_key(image), objects.progress_key(image)):
+        store.delete(stale)
+    upload_id = store.create_multipart(objects.qcow2_key(image), objects.OCTETS, {"image": image})
+    doc, parts = document(
+        store, built, layout=layout, attachments=attachments, upload_id=upload_id, boot_disk_gb=boot_disk_gb,
+        expires_s=expires, jobs=jobs, progress_every=progress_every,
+    )
+    body = json.dumps(doc, indent=1).encode()
+    key = objects.mover_config_key(image)
+    store.put_bytes(key, body, objects.JSON)
+    url = store.presign_get(key, min(expires, CONFIG_URL_S))
+    log.info(
+        "mover configuration %s: %d object URLs, %d qcow2 part URLs, %d bytes, URLs valid %.1f h",
+        store.describe(key), len(doc["objects"]["urls"]), parts, len(body), expires / 3600,
+    )
+    return MoverConfigObject(key, upload_id, url, parts, expires, len(body))
+
+
+def discard(store: ObjectStore, image: str, upload_id: str | None) -> list[str]:
+    """After the run: abort the qcow2 upload when it was not completed (its parts cost storage)
+    and delete the configuration (it holds live URLs). Returns what was done."""
+    done = []
+    key = objects.qcow2_key(image)
+    if upload_id and any(u.upload_id == upload_id for u in store.pending_uploads(key)):
+        store.abort_multipart(key, upload_id)
+        done.append(f"aborted the unfinished upload of {key}")
+    if store.head(objects.mover_config_key(image)) is not None:
+        store.delete(objects.mover_config_key(image))
+        done.append(f"deleted {objects.mover_config_key(image)}")
+    return done

@@ -1,0 +1,296 @@
+"""The mover VSI: its resources, its configuration object, and waiting for its report.
+
+Every resource is created through the ledger (recorded before the call, completed after), so a
+failure at any point leaves a complete list for teardown. The mover never gets a key: its
+configuration holds presigned URLs only, and the user data one short-lived URL to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from datamover.package import build_zipapp
+from infra import mover_config
+from infra.cloudinit import render_user_data
+from infra.ibmcloud import BUILD_TAG, IbmCloud, build_tag
+from infra.ledger import Ledger
+from infra.object_store import ObjectStore
+from infra.vpc import Resource, VpcError
+from tasks.teardown import local_directory, tracked
+from zimage import objects, resources, sizing
+from zimage.build import BuiltImage
+from zimage.config import Config
+
+ATTACHMENTS = {"data": "zimage-data", "boot": "zimage-boot", "scratch": "zimage-qcow2"}
+VPC_MIN_VOLUME_GB = 10
+
+
+class MoverFailed(RuntimeError):
+    """The data mover reported a failure, or its VSI died."""
+
+
+class MoverTimeout(MoverFailed):
+    pass
+
+
+class MoverCancelled(RuntimeError):
+    """The flow run was asked to cancel while the mover was converting."""
+
+
+class MoverResources(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    build_id: str
+    vpc: Resource
+    subnet: Resource
+    security_group: Resource
+    key: Resource
+    volumes: dict[str, Resource]  # role (data, boot, scratch) -> volume
+    instance: Resource
+    floating_ip: Resource | None = None
+    address: str | None = None
+    image: str  # the mover's OS image
+    upload_id: str
+    user_data_bytes: int
+    private_key_file: str | None = None
+
+
+def volume_sizes(cfg: Config, built: BuiltImage) -> dict[str, int]:
+    """GB of the mover's volumes (DESIGN.md §10): data as the reference computes it; with the
+    boot-split layout the boot disk holds the sysres volumes and grows with them."""
+    layout = cfg.image(built.image).layout
+    boot_bytes = sum(v.size for v in built.volumes if v.boot)
+    data_bytes = built.size - (boot_bytes if layout == "boot-split" else 0)
+    boot = sizing.BOOT_VOLUME_GB
+    if layout == "boot-split":
+        boot = max(boot, sizing.data_volume_gb(boot_bytes))
+    return {
+        "data": max(VPC_MIN_VOLUME_GB, sizing.data_volume_gb(data_bytes)),
+        "boot": boot,
+        "scratch": max(sizing.QCOW2_VOLUME_GB, math.ceil(boot * mover_config.QCOW2_OVERHEAD) + 1),
+    }
+
+
+def ssh_key_pair() -> tuple[str, bytes]:
+    """A fresh ed25519 key pair: (OpenSSH public key line, OpenSSH private key bytes)."""
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    return public.decode() + " zimage-mover", pem
+
+
+def keep_private_key(build_id: str, pem: bytes) -> Path:
+    """Written 0600 under the state directory, for SSH access to the mover (debugging only)."""
+    directory = local_directory().parent / "keys"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{build_id}.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return path
+
+
+@task(name="check-mover-image", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
+    """The newest available image matching the config's regex (nothing is created)."""
+    image = cloud.vpc.newest_image(pattern)
+    get_run_logger().info("mover image: %s (newest matching %r)", image.name, pattern)
+    return image
+
+
+@task(name="provision-mover", cache_policy=NO_CACHE)
+def provision_mover(
+    cloud: IbmCloud,
+    ledger: Ledger,
+    store: ObjectStore,
+    cfg: Config,
+    built: BuiltImage,
+    mover_image: Resource,
+    ssh_from: str = "0.0.0.0/0",
+) -> MoverResources:
+    """VPC, subnet, security group, key, volumes, mover configuration, instance (and a floating
+    IP when SSH access is asked for), each waited for until usable."""
+    log = get_run_logger()
+    build = ledger.document.build_id
+    target, mover = cfg.target, cfg.target.mover
+    vpc, timing = cloud.vpc, cloud.timing
+    vpc.tags = [BUILD_TAG, build_tag(build)]
+    name = lambda role: resources.name(build, role)  # noqa: E731
+
+    def ready(res: Resource) -> Resource:
+        vpc.wait_ready(res, timeout=timing.ready_timeout, poll=timing.poll)
+        return res
+
+    net = ready(tracked(ledger, "vpc", name("vpc"), lambda: vpc.create_vpc(name("vpc"))))
+    subnet = ready(tracked(ledger, "subnet", name("subnet"), lambda: vpc.create_subnet(name("subnet"), net.id)))
+    sg = tracked(
+        ledger, "security_group", name("sg"),
+        lambda: vpc.create_security_group(name("sg"), net.id, ssh_from=ssh_from if mover.ssh_access else None),
+    )
+    public_key, private_pem = ssh_key_pair()
+    key = tracked(ledger, "key", name("key"), lambda: vpc.create_key(name("key"), public_key))
+    key_file = str(keep_private_key(build, private_pem)) if mover.ssh_access else None
+    del private_pem  # only the public half leaves this function unless SSH access is asked for
+
+    sizes = volume_sizes(cfg, built)
+    roles = {"data": "data", "boot": "boot", "scratch": "qcow2"}  # role -> resource name suffix
+    volumes: dict[str, Resource] = {}
+    for role, suffix in roles.items():
+        volumes[role] = tracked(
+            ledger, "volume", name(suffix),
+            lambda s=suffix, r=role: vpc.create_volume(
+                name(s), sizes[r], mover.volume_profile, encryption_key_crn=target.encryption_key_crn
+            ),
+        )
+    for vol in volumes.values():
+        ready(vol)
+    log.info(
+        "mover volumes: data %d GB, boot %d GB, qcow2 %d GB (%s%s)", sizes["data"], sizes["boot"], sizes["scratch"],
+        mover.volume_profile, ", customer root key" if target.encryption_key_crn else "",
+    )
+
+    written = mover_config.write(
+        store, built, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS, boot_disk_gb=sizes["boot"],
+        deadline_hours=mover.deadline_hours, jobs=mover.jobs,
+    )
+    user_data = render_user_data(build_zipapp(), written.config_url)
+    instance = tracked(
+        ledger, "instance", name("mover"),
+        lambda: vpc.create_instance(
+            name("mover"),
+            subnet_id=subnet.id,
+            security_group_id=sg.id,
+            image_id=mover_image.id,
+            profile=mover.profile,
+            user_data=user_data,
+            key_ids=[key.id],
+            data_volumes={ATTACHMENTS[role]: vol.id for role, vol in volumes.items()},
+            encryption_key_crn=target.encryption_key_crn,
+        ),
+    )
+    ready(instance)
+    log.info("mover %s running (%s, %s, user data %d bytes)", instance.name, mover.profile, mover_image.name,
+             len(user_data.encode()))
+    fip, address = None, None
+    if mover.ssh_access:
+        fip = ready(tracked(ledger, "floating_ip", name("fip"), lambda: vpc.create_floating_ip(name("fip"), instance)))
+        address = vpc.get(fip).get("address")
+        log.info("SSH access: ssh -i %s root@%s (key kept for this build only)", key_file, address)
+    return MoverResources(
+        build_id=build, vpc=net, subnet=subnet, security_group=sg, key=key, volumes=volumes, instance=instance,
+        floating_ip=fip, address=address, image=mover_image.name, upload_id=written.upload_id,
+        user_data_bytes=len(user_data.encode()), private_key_file=key_file,
+    )
+
+
+def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    if store.head(key) is None:
+        return None
+    try:
+        value = json.loads(store.get_bytes(key))
+    except ValueError:
+        return None  # caught half-written: read again next time
+    return value if isinstance(value, dict) else None
+
+
+def flow_run_cancelling(flow_run_id: str | None) -> bool:
+    """Whether someone asked the flow run to cancel (the mover's wait is where a run spends its time)."""
+    if not flow_run_id:
+        return False
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+    except Exception:  # an API hiccup is not a cancellation
+        return False
+    return bool(state and (state.is_cancelling() or state.is_cancelled()))
+
+
+def _progress_line(image: str, progress: dict[str, Any]) -> tuple[str, float | None]:
+    done, total = progress.get("bytes_done") or 0, progress.get("bytes_total")
+    gz_done, gz_total = progress.get("gz_bytes_done") or 0, progress.get("gz_bytes_total") or 0
+    pct = 100.0 * gz_done / gz_total if gz_total else None
+    eta = progress.get("eta_seconds")
+    vols = progress.get("volumes") or {}
+    states = [v.get("state") for v in vols.values() if isinstance(v, dict)]
+    line = (
+        f"mover {image}: {progress.get('phase', '?')}, {sizing.human(done)}"
+        + (f" of {sizing.human(total)}" if total else "")
+        + (f" ({pct:.1f}%)" if pct is not None else "")
+        + f", {progress.get('mb_per_s', 0.0)} MB/s"
+        + (f", ETA {eta} s" if eta is not None else "")
+        + f"; volumes {states.count('succeeded')}/{len(states)} done"
+    )
+    return line, pct
+
+
+@task(name="wait-for-mover", cache_policy=NO_CACHE)
+def wait_for_mover(
+    cloud: IbmCloud,
+    store: ObjectStore,
+    image: str,
+    instance: Resource,
+    deadline_s: float,
+    flow_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Poll the mover's report object until it is there; show its progress meanwhile. A failed
+    report, a dead instance, the deadline or a cancellation ends the wait with an error."""
+    log = get_run_logger()
+    poll = cloud.timing.report_poll
+    artifact = create_progress_artifact(progress=0.0, description=f"Data mover converting {image}")
+    started = time.monotonic()
+    last_progress: dict[str, Any] | None = None
+    while True:
+        report = _read_json(store, objects.report_key(image))
+        if report is not None:
+            update_progress_artifact(artifact, progress=100.0)
+            if report.get("status") != "succeeded":
+                failed = report.get("volumes-failed") or []
+                raise MoverFailed(
+                    f"the data mover on {instance.name} failed: {report.get('error') or 'no error given'}"
+                    + (f" (failed volumes: {', '.join(failed)})" if failed else "")
+                    + f"; its report is {store.describe(objects.report_key(image))}"
+                )
+            totals = report.get("totals") or {}
+            log.info("mover %s finished: %s in %.0f s (%s MB/s)", image, sizing.human(totals.get("bytes") or 0),
+                     report.get("seconds") or 0, totals.get("mb-per-s"))
+            return report
+        progress = _read_json(store, objects.progress_key(image))
+        if progress is not None and progress != last_progress:
+            last_progress = progress
+            line, pct = _progress_line(image, progress)
+            log.info("%s", line)
+            if pct is not None:
+                update_progress_artifact(artifact, progress=min(99.0, pct))
+        try:
+            status = cloud.vpc.status(instance)
+        except VpcError as exc:
+            if exc.status == 404:
+                raise MoverFailed(f"mover instance {instance.name} disappeared before reporting") from exc
+            raise
+        if status in ("failed", "stopped", "deleting"):
+            raise MoverFailed(f"mover instance {instance.name} is {status} and never reported")
+        if flow_run_cancelling(flow_run_id):
+            raise MoverCancelled(f"the flow run was cancelled while the mover converted {image}")
+        elapsed = time.monotonic() - started
+        if elapsed >= deadline_s:
+            raise MoverTimeout(
+                f"the data mover did not report within {deadline_s / 3600:.2f} h (target.mover.deadline_hours); "
+                f"last progress: {_progress_line(image, last_progress)[0] if last_progress else 'none'}"
+            )
+        time.sleep(min(poll, max(0.0, deadline_s - elapsed)))
