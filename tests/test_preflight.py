@@ -196,6 +196,22 @@ def test_image_scope_with_a_local_source_missing_entries_and_a_missing_member(si
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_source_without_parmlib_entries_is_a_warning_that_the_check_was_skipped(site: Site, sshd: Sshd) -> None:
+    config = site.config([source_config(sshd)])
+    result, error, markdown = run(config, system="SYSA")
+    assert error is None, error
+    assert result is not None and result["status"] == "warning"
+    parmlib = {c["name"]: c for c in result["checks"]}["source SYSA: parmlib symbols"]
+    assert parmlib["status"] == "warning"
+    assert parmlib["messages"] == [
+        "parmlib.ieasym is not set: the IEASYMxx check was skipped",
+        "parmlib.tcpip_profile is not set: the TCP/IP PROFILE check was skipped",
+        "parmlib.tcpdata is not set: the TCPDATA check was skipped",
+    ]
+    assert markdown.startswith("# Preflight of system SYSA: warning")
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_too_little_staging_space_is_an_error(site: Site, sshd: Sshd) -> None:
     paths = write_members(site.tmp / "parmlib")
     st = os.statvfs(site.root)
