@@ -17,7 +17,8 @@ from contextlib import AbstractContextManager
 import paramiko
 
 BLOCK = 32 * 1024  # the largest read every SFTP server answers in full
-SEGMENT = 4 * 1024 * 1024
+SEGMENT = 8 * 1024 * 1024  # larger segments drain each worker's pipeline less often
+STREAMS = 3  # measured on 2 cores over loopback: 2 connections ~0.55x OpenSSH, 3-4 ~0.6x
 
 ClientFactory = Callable[[], AbstractContextManager[paramiko.SFTPClient]]
 
@@ -40,7 +41,7 @@ class ParallelReader(io.RawIOBase):
         *,
         offset: int = 0,
         length: int | None = None,
-        streams: int = 2,
+        streams: int = STREAMS,
         segment: int = SEGMENT,
         ahead: int | None = None,
     ):
@@ -52,7 +53,7 @@ class ParallelReader(io.RawIOBase):
         self.length = size - offset if length is None else min(length, size - offset)
         self._segment = segment
         self._count = -(-self.length // segment)
-        self._ahead = max(ahead or 2 * streams, streams)
+        self._ahead = max(ahead or streams + 1, streams)
         self._open_client = open_client
         self._cond = threading.Condition()
         self._next = 0  # next segment a worker takes

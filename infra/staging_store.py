@@ -26,7 +26,7 @@ import paramiko
 from pydantic import ValidationError
 
 from infra import ssh
-from infra.sftp_read import ParallelReader
+from infra.sftp_read import STREAMS, ParallelReader
 from zimage import staging
 from zimage.config import Component, Storage
 from zimage.manifests import ComponentManifest
@@ -239,7 +239,7 @@ class SftpStagingStore(StagingStore):
     streaming reads open their own clients.
     """
 
-    def __init__(self, storage: Storage, timeouts: ssh.Timeouts = ssh.Timeouts(), *, read_streams: int = 2):
+    def __init__(self, storage: Storage, timeouts: ssh.Timeouts = ssh.Timeouts(), *, read_streams: int = STREAMS):
         super().__init__(storage.root)
         self.storage = storage
         self.timeouts = timeouts

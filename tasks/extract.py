@@ -85,7 +85,9 @@ def extract_volume(config: str, component: str, volser: str, generation: str) ->
     """Extract, stage and verify one volume (one slot of the source's volume limit while it runs)."""
     cfg = load_config(config)
     comp = cfg.component(component)
-    volume = next(v for v in comp.volumes if v.volser == volser)
+    volume = next((v for v in comp.volumes if v.volser == volser), None)
+    if volume is None:
+        raise KeyError(f"component {component!r} has no volume {volser}")
     source = cfg.source(comp.source)
     with concurrency(volume_limit(source.name), occupy=1, strict=True), open_store(cfg.storage) as store:
         staged = extraction.stage_volume(
