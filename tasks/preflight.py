@@ -86,7 +86,7 @@ def _reach_source(reader: MemberReader) -> Check:
     source = reader.source
     name = reach_check_name(source.name)
     if source.transport == "local":
-        return Check(name=name, target="this machine", status="ok",
+        return Check(name=name, target=location(source), status="ok",
                      messages=["transport local: members are read and volumes extracted on this machine"])
     session = reader.connect()  # raises for the task's retries when the connection fails
     messages = [f"connected with key authentication; host key verified against {source.known_hosts_file}"]
