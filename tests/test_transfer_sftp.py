@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.sftp_source import SftpReadError, SftpSource, open_source, session_clients
+from infra.sftp_source import SftpRangeReader, SftpReadError, SftpSource, open_source, session_clients
 from infra.transfer import LocalFileSource, MiB, TransferConfig
 from tests.support.sshd import Sshd
 from zimage import objects
@@ -44,6 +44,17 @@ def test_ranges_read_over_sftp_equal_the_file(sshd: Sshd, staged: tuple[Path, by
         assert reader.read(len(data) - 10, 10) == data[-10:]
         with pytest.raises(SftpReadError, match="outside the file"):
             reader.read(len(data) - 10, 11)
+
+
+def test_short_replies_are_completed_and_later_requests_shrink(
+    sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    path, data = staged
+    storage = _storage(sshd, tmp_path / "stage")
+    # OpenSSH answers at most 255 KiB per request: asking for 1 MiB gets short replies
+    with SftpRangeReader(session_clients(storage), str(path), "test", request_size=1 << 20) as reader:
+        assert reader.read(1000, 3 << 20) == data[1000 : 1000 + (3 << 20)]
+        assert reader.request_size == 255 * 1024
 
 
 def test_a_file_that_shrinks_while_read_is_an_error(sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path) -> None:
