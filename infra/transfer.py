@@ -377,7 +377,7 @@ class MultipartCopier:
             return CopyResult(key, size, expected, 0, 0, 0, True, time.monotonic() - started)
         if present is not None:
             log.info("%s: present with sha256 %s, %d bytes: replacing it", where, present.sha256, present.size)
-        meta = {"sha256": expected, "source": _header_safe(source.name), **(metadata or {})}
+        meta = {"source": _header_safe(source.name), **(metadata or {}), "sha256": expected}
         part_size = self.config.part_size or choose_part_size(size, self.config.workers)
         log.info("%s: copying %s, %d bytes in parts of %d MiB", where, source.name, size, part_size // MiB)
         if size <= part_size:
@@ -432,7 +432,7 @@ class MultipartCopier:
         pending = self.backend.pending_uploads(key)
         if not pending:
             return None, {}
-        pending.sort(key=lambda p: p.initiated or datetime.min)
+        pending.sort(key=lambda p: p.initiated.timestamp() if p.initiated else 0.0)
         *stale, newest = pending
         for old in stale:
             log.info("%s: aborting an older interrupted upload %s", where, old.upload_id)

@@ -316,3 +316,13 @@ def test_memory_stays_bounded(store: ObjectStore, volume: tuple[Path, str]) -> N
     store.upload_part = counted_upload  # type: ignore[method-assign]
     store.upload_stream(KEY, Tracking(path), digest, config=config)
     assert 1 <= peak <= 2
+
+
+def test_caller_metadata_is_kept_but_cannot_replace_the_digest(store: ObjectStore, volume: tuple[Path, str]) -> None:
+    path, digest = volume
+    metadata = {"sha256": "f" * 64, "volser": "MN25S2"}
+    store.upload_stream(KEY, LocalFileSource(path), digest, metadata=metadata, config=CONFIG)
+    info = store.head(KEY)
+    assert info is not None
+    assert info.sha256 == digest
+    assert info.metadata["volser"] == "MN25S2"

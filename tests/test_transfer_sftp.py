@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra.sftp_source import SftpRangeReader, SftpReadError, SftpSource, open_source, session_clients
-from infra.transfer import LocalFileSource, MiB, TransferConfig
+from infra.transfer import LocalFileSource, MiB, TransferConfig, TransferError
 from tests.support.sshd import Sshd
 from zimage import objects
 from zimage.config import Storage
@@ -127,3 +127,45 @@ def test_sftp_to_cos_copy(sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path
     assert info.metadata["source"] == source.name
     # the client that learnt the size serves the first worker: one client per worker
     assert len(opened) == 2
+
+
+class _DroppingSource:
+    """Drops every SSH connection (the sshd children are killed) when part `at` is first read."""
+
+    def __init__(self, inner: SftpSource, sshd: Sshd, at: int):
+        self.inner, self.sshd, self.at = inner, sshd, at
+        self.name = inner.name
+        self.dropped = False
+
+    def size(self) -> int:
+        return self.inner.size()
+
+    def open(self) -> Any:
+        reader = self.inner.open()
+        read = reader.read
+
+        def dropping(offset: int, length: int) -> bytes:
+            if offset == self.at and not self.dropped:
+                self.dropped = True
+                self.sshd.kill_sessions()
+            return read(offset, length)
+
+        reader.read = dropping  # type: ignore[method-assign]
+        return reader
+
+
+def test_copy_interrupted_by_a_dropped_connection_resumes(
+    sshd: Sshd, staged: tuple[Path, bytes], tmp_path: Path, cos_store: Any
+) -> None:
+    path, data = staged
+    storage = _storage(sshd, tmp_path / "stage")
+    key = objects.volume_key("zos25-dev", path.name)
+    digest = hashlib.sha256(data).hexdigest()
+    config = TransferConfig(part_size=PART, workers=1)
+    source = _DroppingSource(SftpSource(session_clients(storage), str(path)), sshd, at=PART)
+    with pytest.raises(TransferError, match=r"part 2 .*SftpReadError"):
+        cos_store.upload_stream(key, source, digest, config=config)
+    assert cos_store.head(key) is None
+    result = cos_store.upload_stream(key, open_source(storage, str(path)), digest, config=config)
+    assert (result.parts_reused, result.parts_uploaded) == (1, 2)
+    assert cos_store.get_bytes(key) == data
