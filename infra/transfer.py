@@ -349,11 +349,9 @@ class MultipartCopier:
         expected_sha256: str,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
-        *,
-        _resume: bool = True,
     ) -> CopyResult:
         try:
-            return self._copy(source, key, _check_sha256(expected_sha256), content_type, metadata, _resume)
+            return self._copy(source, key, _check_sha256(expected_sha256), content_type, metadata, resume=True)
         finally:
             close = getattr(source, "close", None)  # sources may keep a reader from size()
             if callable(close):
@@ -366,11 +364,14 @@ class MultipartCopier:
         expected: str,
         content_type: str,
         metadata: Mapping[str, str] | None,
-        _resume: bool,
+        resume: bool,
     ) -> CopyResult:
         where = self.backend.describe(key)
         started = time.monotonic()
-        size = source.size()
+        try:
+            size = source.size()
+        except Exception as exc:
+            raise TransferError(f"{where}: cannot read the size of {source.name}: {exc}", key) from exc
         present = self.backend.head(key)
         if present is not None and present.sha256 == expected and present.size == size:
             log.info("%s: already present with sha256 %s, %d bytes: skipped", where, expected, size)
@@ -382,7 +383,7 @@ class MultipartCopier:
         log.info("%s: copying %s, %d bytes in parts of %d MiB", where, source.name, size, part_size // MiB)
         if size <= part_size:
             return self._single(source, key, where, size, expected, content_type, meta, started)
-        result = self._multipart(source, key, where, size, part_size, expected, content_type, meta, started, _resume)
+        result = self._multipart(source, key, where, size, part_size, expected, content_type, meta, started, resume)
         stored = self.backend.head(key)
         if stored is None or stored.size != size:
             shown = "no object" if stored is None else f"{stored.size} bytes"
@@ -393,7 +394,7 @@ class MultipartCopier:
             # the resumed upload had been started for other content: its metadata is stale
             log.warning("%s: resumed upload carried sha256 metadata %s; uploading afresh", where, stored.sha256)
             self.backend.delete(key)
-            return self._copy(source, key, expected, content_type, metadata, False)
+            return self._copy(source, key, expected, content_type, metadata, resume=False)
         return result
 
     # a whole object in one request: smaller than one part

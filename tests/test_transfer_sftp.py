@@ -88,6 +88,14 @@ def test_missing_remote_file_is_named(sshd: Sshd, tmp_path: Path) -> None:
         source.size()
 
 
+def test_a_missing_file_fails_the_copy_naming_object_and_file(sshd: Sshd, tmp_path: Path, cos_store: Any) -> None:
+    (tmp_path / "stage").mkdir()
+    missing = tmp_path / "stage" / "NOPE_2023-06-13_18_44_13.gz"
+    source = open_source(_storage(sshd, tmp_path / "stage"), str(missing))
+    with pytest.raises(TransferError, match=f"cos://.*/v: cannot read the size of sftp://.*{missing}"):
+        cos_store.upload_stream("v", source, "0" * 64)
+
+
 def test_paths_outside_the_staging_root_are_refused(sshd: Sshd, tmp_path: Path) -> None:
     storage = _storage(sshd, tmp_path / "stage")
     with pytest.raises(ValueError, match="not under the staging root"):
