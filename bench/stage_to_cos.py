@@ -14,7 +14,9 @@ The copy is timed twice: until every part is uploaded (the transfer itself), and
 is complete. moto completes a multipart upload by concatenating the parts and computing a CRC64
 of the whole object in Python (about 1 s per 100 MB here); COS assembles server-side, so the first
 figure is the one that predicts COS. Reads and copies alternate; the best of each is kept.
-Prints MB/s and the ratios. Run: python -m bench.stage_to_cos (from the repository root).
+Prints MB/s, the CPU seconds each process spent (this one, sshd, the S3 server) and how many cores
+were busy — on a small machine the S3 server and sshd compete with the copier for the same cores,
+which a remote COS does not — and the ratios. Run: python -m bench.stage_to_cos (from the repository root).
 
 Environment: ZIMAGE_BENCH_MB (size), ZIMAGE_BENCH_WORKERS (copier workers, default 4),
 ZIMAGE_BENCH_REPEAT (best of N runs, default 2), ZIMAGE_BENCH_LOCAL=1 (skip sftp).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -32,7 +35,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.cos import CosStore, HmacCredentials, make_client
@@ -43,6 +48,7 @@ from zimage.config import Storage
 
 BUCKET = "zimage-bench"
 REGION = "jp-tok"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_file(path: Path, size: int) -> str:
@@ -83,10 +89,9 @@ def start_s3_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"the S3 server did not start; see {directory / 'moto.log'}")
 
 
-def read_all(source: RangeSource, streams: int, part_size: int) -> float:
-    """Read every byte once with `streams` readers in parallel and discard it; seconds taken."""
+def read_all(source: RangeSource, streams: int, part_size: int) -> None:
+    """Read every byte once with `streams` readers in parallel and discard it."""
     parts = plan_parts(source.size(), part_size)
-    start = time.monotonic()
 
     def read_share(share: int) -> None:
         reader = source.open()
@@ -98,9 +103,40 @@ def read_all(source: RangeSource, streams: int, part_size: int) -> float:
 
     with ThreadPoolExecutor(streams) as pool:
         list(pool.map(read_share, range(streams)))
-    return time.monotonic() - start
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and of its children it has reaped (sshd's ended sessions)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / TICKS
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Run:
+    seconds: float  # until the work was done (for a copy: every part uploaded)
+    cpu: dict[str, float]  # CPU seconds by process: this one, sshd, the S3 server
+    total_seconds: float = 0.0  # a copy: until the object was complete
+
+
+class Meter:
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+
+    def _cpu(self) -> dict[str, float]:
+        return {"self": own_cpu(), **{name: process_cpu(pid) for name, pid in self.pids.items()}}
+
+    def measure(self, work: Callable[[], float | None]) -> Run:
+        before, start = self._cpu(), time.monotonic()
+        done = work()
+        total = time.monotonic() - start
+        time.sleep(0.5)  # ended sshd sessions are reaped, so their CPU time is counted
+        after = self._cpu()
+        return Run(done or total, {k: after[k] - before[k] for k in after}, total)
 
 
 def main() -> None:
@@ -116,24 +152,28 @@ def main() -> None:
         stage.mkdir()
         path = stage / "BENCH1_2024-01-01_00_00_00.gz"
         digest = make_file(path, size)
+        pids: dict[str, int] = {}
         if use_sftp:
             from tests.support.sshd import Sshd
 
             sshd = Sshd.start(work / "sshd")
+            pids["sshd"] = sshd.process.pid
             storage = Storage(**sshd.endpoint(root=str(stage)))
             source = open_source(storage, str(path))
         else:
             source = LocalFileSource(path)
         s3, endpoint = start_s3_server(work)
+        pids["s3"] = s3.pid
         creds = HmacCredentials(Secret("b" * 32, "bench"), Secret("c" * 48, "bench"))
         client = make_client(endpoint, REGION, creds)
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         store = CosStore(client, BUCKET)
         config = TransferConfig(workers=workers)
         part_size = choose_part_size(size, workers)
+        meter = Meter(pids)
 
-        def copy(origin: RangeSource) -> tuple[float, float]:
-            """Seconds until every part is uploaded, and until the object is complete."""
+        def copy(origin: RangeSource) -> float:
+            """Seconds until every part is uploaded (the object is complete when this returns)."""
             store.delete("bench/volume.gz")
             start = time.monotonic()
             moved = [0.0]
@@ -144,31 +184,41 @@ def main() -> None:
 
             result = store.upload_stream("bench/volume.gz", origin, digest, config=config, progress=progress)
             assert not result.skipped and result.sha256 == digest
-            return moved[0], time.monotonic() - start
+            return moved[0]
 
         kind = "sftp" if use_sftp else "local"
-        print(f"file: {size / MiB:.0f} MiB via {kind}; copier: {workers} workers, {part_size // MiB} MiB parts")
-        reads_one, reads_n, uploads, copies = [], [], [], []
-        for _ in range(runs):
-            reads_one.append(read_all(source, 1, part_size))
-            reads_n.append(read_all(source, workers, part_size))
-            uploads.append(copy(LocalFileSource(path)))
-            copies.append(copy(source))
+        load = os.getloadavg()[0]
+        print(
+            f"file: {size / MiB:.0f} MiB via {kind}; copier: {workers} workers, {part_size // MiB} MiB parts; "
+            f"{os.cpu_count()} CPUs, load average {load:.1f} before the run"
+        )
+        results: dict[str, list[Run]] = {"read1": [], "readn": [], "upload": [], "copy": []}
+        for _ in range(runs):  # alternate, so that other load on the machine hits all alike
+            results["read1"].append(meter.measure(lambda: read_all(source, 1, part_size)))
+            results["readn"].append(meter.measure(lambda: read_all(source, workers, part_size)))
+            results["upload"].append(meter.measure(lambda: copy(LocalFileSource(path))))
+            results["copy"].append(meter.measure(lambda: copy(source)))
         assert store.head("bench/volume.gz") is not None
-        read_one, read_n = min(reads_one), min(reads_n)
-        upload = min(u[0] for u in uploads)
-        moved, complete = min(c[0] for c in copies), min(c[1] for c in copies)
-        read_best = min(read_one, read_n)
+        best = {name: min(found, key=lambda r: r.seconds) for name, found in results.items()}
         mb = size / 1e6
-        print(f"plain {kind} read, 1 stream:                {mb / read_one:7.1f} MB/s")
-        print(f"plain {kind} read, {workers} streams:               {mb / read_n:7.1f} MB/s")
-        print(f"upload side alone (local file -> COS):    {mb / upload:7.1f} MB/s")
-        print(f"{kind} -> COS, all parts uploaded:          {mb / moved:7.1f} MB/s")
-        print(f"{kind} -> COS, object complete (moto):      {mb / complete:7.1f} MB/s")
-        print(f"ratio copy / plain read (1 stream):        {read_one / moved:7.2f}")
-        print(f"ratio copy / best plain read:              {read_best / moved:7.2f}")
-        print(f"ratio copy / slower side (read, upload):   {max(read_best, upload) / moved:7.2f}  (target >= 0.80)")
-        print(f"ratio incl. moto's completion:             {max(read_best, upload) / complete:7.2f}")
+
+        def line(label: str, run: Run, seconds: float | None = None) -> None:
+            spent = seconds or run.seconds
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
+            busy = sum(run.cpu.values()) / run.total_seconds
+            print(f"{label:42s} {mb / spent:7.1f} MB/s   cpu-s: {cpu}; {busy:.1f} cores busy")
+
+        line(f"plain {kind} read, 1 stream", best["read1"])
+        line(f"plain {kind} read, {workers} streams", best["readn"])
+        line("upload side alone (local file -> COS)", best["upload"])
+        line(f"{kind} -> COS copy, all parts uploaded", best["copy"])
+        line(f"{kind} -> COS copy, object complete (moto)", best["copy"], best["copy"].total_seconds)
+        read = min(best["read1"].seconds, best["readn"].seconds)
+        slower = max(read, best["upload"].seconds)
+        copied = best["copy"].seconds
+        print(f"ratio copy / plain read, 1 stream:         {best['read1'].seconds / copied:7.2f}")
+        print(f"ratio copy / best plain read:              {read / copied:7.2f}")
+        print(f"ratio copy / slower side (read, upload):   {slower / copied:7.2f}  (target >= 0.80)")
     finally:
         if s3 is not None:
             s3.terminate()
