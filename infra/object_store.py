@@ -6,7 +6,7 @@ URLs for the data mover (GET, PUT and the parts of a multipart upload) and the m
 operations themselves. `infra.cos.CosStore` implements it on IBM COS; `LocalObjectStore` on a
 directory, with the same behaviour: atomic writes, metadata (sha256, content type) kept in a
 sidecar `.meta/<key>.json`, multipart uploads under `.multipart/<upload id>/`, presigned URLs as
-`file://` URLs.
+`file://` URLs. Unlike a bucket, a directory cannot hold both `a` and `a/b`.
 
 `file://` URL contract for the data mover in local mode: a GET URL names the file to read; a PUT
 or part URL names the file to write (write a temporary file beside it and rename it into place);
@@ -323,9 +323,15 @@ class LocalObjectStore(ObjectStore):
         # by the next run), never new content with the old digest
         meta_path.unlink(missing_ok=True)
         self._write_atomic(path, write)
-        sidecar = {"content_type": content_type, "metadata": dict(metadata), "size": path.stat().st_size}
+        stat = path.stat()
+        sidecar = {
+            "content_type": content_type,
+            "metadata": dict(metadata),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
         self._write_atomic(meta_path, lambda out: out.write(json.dumps(sidecar, indent=1).encode()))
-        return ObjectInfo(key, sidecar["size"], content_type, dict(metadata))
+        return ObjectInfo(key, stat.st_size, content_type, dict(metadata))
 
     # --- objects ---
 
@@ -333,16 +339,17 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         self._settle(key)
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except FileNotFoundError:
             return None
         try:
             sidecar = json.loads(self._meta_path(key).read_text())
         except FileNotFoundError:
-            return ObjectInfo(key, size)
-        if sidecar.get("size") != size:  # rewritten by other means (a file:// PUT): the digest is stale
-            return ObjectInfo(key, size, sidecar.get("content_type"))
-        return ObjectInfo(key, size, sidecar.get("content_type"), sidecar.get("metadata", {}), sidecar.get("etag"))
+            return ObjectInfo(key, stat.st_size)
+        if (sidecar.get("size"), sidecar.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+            # rewritten by other means (a file:// PUT): the recorded digest no longer holds
+            return ObjectInfo(key, stat.st_size, sidecar.get("content_type"))
+        return ObjectInfo(key, stat.st_size, sidecar.get("content_type"), sidecar.get("metadata", {}))
 
     def put_bytes(
         self,

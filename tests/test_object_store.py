@@ -241,6 +241,14 @@ def test_local_object_rewritten_through_a_file_url_loses_its_stale_digest(tmp_pa
     assert head is not None and head.sha256 is None and head.size == len(b"second, longer")
 
 
+def test_local_object_rewritten_with_the_same_size_loses_its_stale_digest(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    store.put_bytes("img/r", b"first")
+    os.utime(tmp_path / "img" / "r", ns=(1, 1))  # as if rewritten in place at another time
+    head = store.head("img/r")
+    assert head is not None and head.sha256 is None
+
+
 def test_local_malformed_complete_document_is_reported_once_and_the_upload_stays(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     upload_id = store.create_multipart("img/q", "application/octet-stream", {})
