@@ -30,8 +30,8 @@ from flows.build_image import artifact_key, build_image
 from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
-from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
 from infra.iam import RetryPolicy
+from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
 from infra.ledger import Ledger
 from infra.object_store import ObjectStore
 from tasks.convert import convert_locally

@@ -104,7 +104,7 @@ def keep_private_key(build_id: str, pem: bytes) -> Path:
     return path
 
 
-@task(name="check-mover-image", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="check-mover-image", cache_policy=NO_CACHE)
 def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
     """The newest available image matching the config's regex (nothing is created)."""
     image = cloud.vpc.newest_image(pattern)

@@ -30,7 +30,7 @@ class PublishFailed(RuntimeError):
     pass
 
 
-@task(name="check-product-names", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="check-product-names", cache_policy=NO_CACHE)  # API retries are the adapter's
 def check_product_names(cloud: IbmCloud, image: Image, image_index: int) -> None:
     """Fail, before anything is created, when the custom image's or the snapshot's name is taken."""
     taken = []

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def bucket_sink(store: ObjectStore) -> Sink:
     def write(document: LedgerDocument) -> None:
-        store.put_bytes(objects.ledger_key(document.build_id), document.model_dump_json(indent=1).encode(), objects.JSON)
+        body = document.model_dump_json(indent=1).encode()
+        store.put_bytes(objects.ledger_key(document.build_id), body, objects.JSON)
 
     return write
 
@@ -220,7 +221,10 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
 def judge(
-    record: BuildRecord, older_than_minutes: float, flow_state: FlowRunState, created_at: Callable[[Resource], datetime | None]
+    record: BuildRecord,
+    older_than_minutes: float,
+    flow_state: FlowRunState,
+    created_at: Callable[[Resource], datetime | None],
 ) -> None:
     """Decide whether a build is still running (its resources are then left alone)."""
     doc = record.document
@@ -233,7 +237,8 @@ def judge(
             record.running, record.why = False, f"its process {doc.pid} is gone"
             return
         if record.local or state is not None:
-            record.running, record.why = True, "its ledger and " + ("process" if record.local else "flow run") + " say it runs"
+            who = "process" if record.local else "flow run"
+            record.running, record.why = True, f"its ledger and its {who} say it runs"
             return
     elif doc is not None:
         record.running, record.why = False, f"its ledger says {doc.status}"

@@ -5,77 +5,19 @@ user data script here → custom image + snapshot, and nothing else left. Then t
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from flows.deploy_image import deploy_image
-from infra.ledger import LedgerDocument
-from tests.fakes.ibmcloud import FakeIbmCloud, s3_object_checker
-from tests.support.s3 import S3Bucket
-from tests.support.vsi_emulator import IMAGE, EmulatedVsi, VsiEmulator, site_config
+from tests.support.vsi_emulator import IMAGE, DeploySite, VsiEmulator
 from zimage import objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
-FAST = {
-    "poll_seconds": 0.02, "report_poll_seconds": 0.1, "resource_timeout_minutes": 0.25,
-    "publish_timeout_minutes": 0.25, "retry_base_seconds": 0.02, "deadline_minutes": 2.0,
-}
 
-
-class Site:
-    def __init__(self, fake: FakeIbmCloud, bucket: S3Bucket, staged: Path, tmp: Path) -> None:
-        self.fake, self.bucket, self.staged, self.tmp = fake, bucket, staged, tmp
-        self.state_dir = tmp / "state"
-
-    def config(self, mover: dict[str, Any] | None = None, **target: Any) -> str:
-        doc = site_config(self.staged, target={
-            "region": "jp-tok", "zone": 1, "resource_group": "Default",
-            "iam_endpoint": self.fake.url, "vpc_endpoint": self.fake.vpc_url,
-            "cos": self.bucket.cos_config(),
-            "mover": {"deadline_hours": 1, **(mover or {})},
-            **target,
-        })
-        path = self.tmp / "zimage.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return str(path)
-
-    def deploy(self, config: str | None = None, **options: Any) -> Any:
-        return deploy_image(config or self.config(), IMAGE, **{**FAST, **options})
-
-    def objects(self) -> dict[str, int]:
-        listing = self.bucket.client().list_objects_v2(Bucket=self.bucket.bucket).get("Contents", [])
-        return {o["Key"]: o["Size"] for o in listing}
-
-    def get(self, key: str) -> bytes:
-        return self.bucket.client().get_object(Bucket=self.bucket.bucket, Key=key)["Body"].read()
-
-    def ledgers(self) -> list[LedgerDocument]:
-        return [LedgerDocument.model_validate_json(p.read_text()) for p in (self.state_dir / "ledger").glob("*.json")]
-
-    def products(self) -> tuple[list[str], list[str]]:
-        images = [i["name"] for i in self.fake.resources("images") if i.get("visibility") == "private"]
-        return images, [s["name"] for s in self.fake.resources("snapshots")]
-
-
-@pytest.fixture
-def site(
-    ibmcloud_fake: FakeIbmCloud, s3_bucket: S3Bucket, staged_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Site:
-    site = Site(ibmcloud_fake, s3_bucket, staged_site, tmp_path)
-    for name, value in {**s3_bucket.env(), "IBMCLOUD_API_KEY": ibmcloud_fake.api_key,
-                        "RESOURCE_CONTROLLER_URL": ibmcloud_fake.url, "ZIMAGE_STATE_DIR": str(site.state_dir)}.items():
-        monkeypatch.setenv(name, value)
-    ibmcloud_fake.cos_object_check = s3_object_checker(s3_bucket.client())
-    ibmcloud_fake.add_image_to_cos_authorization()
-    return site
-
-
-def test_deploy_makes_the_image_and_snapshot_and_leaves_nothing_else(site: Site, vsi_emulator: VsiEmulator) -> None:
+def test_deploy_makes_the_image_and_snapshot_and_leaves_nothing_else(
+    deploy_site: DeploySite, vsi_emulator: VsiEmulator
+) -> None:
+    site = deploy_site
     summary = site.deploy()
 
     assert site.fake.leftovers() == []

@@ -23,10 +23,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.fakes.ibmcloud import FakeIbmCloud, InstanceView
+from infra.ledger import LedgerDocument
+from tests.fakes.ibmcloud import FakeIbmCloud, InstanceView, s3_object_checker
+from tests.support.s3 import S3Bucket
 
 MOVER_MARK = "zimage data mover"
 WORKDIR_ON_VSI = "/var/lib/zimage-mover"  # the mover's default --workdir
@@ -165,11 +169,14 @@ SYSTEM = "SYSZT1"
 VOLUMES = {"zt-sysres": ("sysres", [("ZRES01", "0A80")]), "zt-data": ("volumes", [("WORK01", "0A90")])}
 
 
-def site_config(root: Path, *, target: dict[str, object], storage: dict[str, object] | None = None) -> dict[str, object]:
+def site_config(
+    root: Path, *, target: dict[str, object], storage: dict[str, object] | None = None
+) -> dict[str, object]:
     """A config with a local source and staging under `root` and the given target section."""
     python = sys.executable
     return {
-        "storage": storage or {"host": "localhost", "username": "t", "transport": "local", "root": str(root / "staging")},
+        "storage": storage
+        or {"host": "localhost", "username": "t", "transport": "local", "root": str(root / "staging")},
         "sources": [{
             "name": SYSTEM, "host": "localhost", "username": "t", "transport": "local",
             "extraction": {"command": f"{python} -m infra.extract_agent --volume {root}/source/{{volser}}.ckd "
@@ -189,8 +196,6 @@ def site_config(root: Path, *, target: dict[str, object], storage: dict[str, obj
 @pytest.fixture(scope="module")
 def staged_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Path:
     """Source volumes (dasdinit) extracted once per module into a local staging directory."""
-    import yaml
-
     from flows.extract_component import extract_component
     from tests.support.volumes import dasd_volume
 
@@ -205,3 +210,61 @@ def staged_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None)
     for component in VOLUMES:
         extract_component(str(path), component, "2024-06-01_10_00_00", retry_delay_seconds=0.0)
     return root
+
+
+FAST = {
+    "poll_seconds": 0.02, "report_poll_seconds": 0.1, "resource_timeout_minutes": 0.25,
+    "publish_timeout_minutes": 0.25, "retry_base_seconds": 0.02, "deadline_minutes": 2.0,
+}
+
+
+class DeploySite:
+    """A staged site, a bucket and the fake cloud, with a config that names them."""
+
+    def __init__(self, fake: FakeIbmCloud, bucket: S3Bucket, staged: Path, tmp: Path) -> None:
+        self.fake, self.bucket, self.staged, self.tmp = fake, bucket, staged, tmp
+        self.state_dir = tmp / "state"
+
+    def config(self, mover: dict[str, Any] | None = None, **target: Any) -> str:
+        doc = site_config(self.staged, target={
+            "region": "jp-tok", "zone": 1, "resource_group": "Default",
+            "iam_endpoint": self.fake.url, "vpc_endpoint": self.fake.vpc_url,
+            "cos": self.bucket.cos_config(),
+            "mover": {"deadline_hours": 1, **(mover or {})},
+            **target,
+        })
+        path = self.tmp / "zimage.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return str(path)
+
+    def deploy(self, config: str | None = None, **options: Any) -> Any:
+        from flows.deploy_image import deploy_image
+
+        return deploy_image(config or self.config(), IMAGE, **{**FAST, **options})
+
+    def objects(self) -> dict[str, int]:
+        listing = self.bucket.client().list_objects_v2(Bucket=self.bucket.bucket).get("Contents", [])
+        return {o["Key"]: o["Size"] for o in listing}
+
+    def get(self, key: str) -> bytes:
+        return self.bucket.client().get_object(Bucket=self.bucket.bucket, Key=key)["Body"].read()
+
+    def ledgers(self) -> list[LedgerDocument]:
+        return [LedgerDocument.model_validate_json(p.read_text()) for p in (self.state_dir / "ledger").glob("*.json")]
+
+    def products(self) -> tuple[list[str], list[str]]:
+        images = [i["name"] for i in self.fake.resources("images") if i.get("visibility") == "private"]
+        return images, [s["name"] for s in self.fake.resources("snapshots")]
+
+
+@pytest.fixture
+def deploy_site(
+    ibmcloud_fake: FakeIbmCloud, s3_bucket: S3Bucket, staged_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> DeploySite:
+    site = DeploySite(ibmcloud_fake, s3_bucket, staged_site, tmp_path)
+    for name, value in {**s3_bucket.env(), "IBMCLOUD_API_KEY": ibmcloud_fake.api_key,
+                        "RESOURCE_CONTROLLER_URL": ibmcloud_fake.url, "ZIMAGE_STATE_DIR": str(site.state_dir)}.items():
+        monkeypatch.setenv(name, value)
+    ibmcloud_fake.cos_object_check = s3_object_checker(s3_bucket.client())
+    ibmcloud_fake.add_image_to_cos_authorization()
+    return site
