@@ -178,7 +178,7 @@ def main() -> None:
             start = time.monotonic()
             moved = [0.0]
 
-            def progress(done: int, rate: float) -> None:
+            def progress(done: int, total: int, rate: float) -> None:
                 if done == size:
                     moved[0] = time.monotonic() - start
 

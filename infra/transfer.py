@@ -38,8 +38,8 @@ MAX_PARTS = 10_000
 PARTS_PER_WORKER = 8  # enough parts that workers drift apart and reads overlap uploads
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-ProgressCallback = Callable[[int, float], None]
-"""Called with (bytes done, bytes per second since the start)."""
+ProgressCallback = Callable[[int, int, float], None]
+"""Called with (bytes done, bytes in all, bytes per second since the start)."""
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class _Progress:
         if due:
             log.info("%s: %s", self.where, _amounts(done, self.total, rate))
         if self.callback:
-            self.callback(done, rate)
+            self.callback(done, self.total, rate)
 
 
 def _amounts(done: int, total: int, rate: float) -> str:
@@ -425,7 +425,7 @@ class MultipartCopier:
         seconds = time.monotonic() - started
         log.info("%s: stored %s", where, _amounts(size, size, size / seconds if seconds else 0.0))
         if self.progress:
-            self.progress(size, size / seconds if seconds else 0.0)
+            self.progress(size, size, size / seconds if seconds else 0.0)
         return CopyResult(key, size, expected, 1, 1, 0, False, seconds)
 
     def _resumable(self, key: str, where: str, plan: list[PlannedPart]) -> tuple[str | None, dict[int, PartInfo]]:

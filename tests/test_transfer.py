@@ -136,9 +136,14 @@ class _CountingReader:
 
 def test_multipart_copy_stores_the_bytes_with_their_digest(store: ObjectStore, volume: tuple[Path, str]) -> None:
     path, digest = volume
-    seen: list[tuple[int, float]] = []
+    seen: list[tuple[int, int]] = []
     result = store.upload_stream(
-        KEY, LocalFileSource(path), digest, "application/gzip", config=CONFIG, progress=lambda b, r: seen.append((b, r))
+        KEY,
+        LocalFileSource(path),
+        digest,
+        "application/gzip",
+        config=CONFIG,
+        progress=lambda done, total, _: seen.append((done, total)),
     )
     assert (result.parts, result.parts_uploaded, result.parts_reused, result.skipped) == (4, 4, 0, False)
     assert store.get_bytes(KEY) == path.read_bytes()
@@ -148,7 +153,7 @@ def test_multipart_copy_stores_the_bytes_with_their_digest(store: ObjectStore, v
     assert info.size == path.stat().st_size
     assert info.content_type == "application/gzip"
     assert info.metadata["source"] == f"file://{path}"
-    assert seen[-1][0] == path.stat().st_size
+    assert seen[-1] == (path.stat().st_size, path.stat().st_size)
     assert [b for b, _ in seen] == sorted(b for b, _ in seen)
     assert store.pending_uploads(KEY) == []
 
