@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,8 +286,12 @@ def survey(
     return records
 
 
-def reap(cloud: IbmCloud, record: BuildRecord, store: ObjectStore | None) -> TeardownResult:
-    """Delete one dead build's resources in teardown order, and close its ledger."""
+def reap(
+    cloud: IbmCloud, record: BuildRecord, store: ObjectStore | None, busy_images: Set[str] = frozenset()
+) -> TeardownResult:
+    """Delete one dead build's resources in teardown order, abort its unfinished qcow2 upload and
+    delete its mover configuration (unless a running build works on the same image), and close
+    its ledger."""
     timing = cloud.timing
     result = TeardownResult()
     order = {collection(k): i for i, k in enumerate(resources.TEARDOWN_ORDER)}
@@ -301,8 +305,21 @@ def reap(cloud: IbmCloud, record: BuildRecord, store: ObjectStore | None) -> Tea
             continue
         (result.deleted if existed else result.gone).append(row)
     if record.document is not None:
+        if store is not None and record.document.image not in busy_images:
+            _discard_objects(store, record.document.image, result)
         _close_ledger(record, store, result)
     return result
+
+
+def _discard_objects(store: ObjectStore, image: str, result: TeardownResult) -> None:
+    key = objects.qcow2_key(image)
+    try:
+        for upload in store.pending_uploads(key):
+            store.abort_multipart(key, upload.upload_id)
+            log.info("aborted the unfinished upload %s of %s", upload.upload_id, store.describe(key))
+        store.delete(objects.mover_config_key(image))
+    except Exception as exc:  # objects cost little; the message says what is left
+        result.failures.append(f"bucket clean-up of {image}: {exc}")
 
 
 def _close_ledger(record: BuildRecord, store: ObjectStore | None, result: TeardownResult) -> None:
