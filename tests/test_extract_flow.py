@@ -107,11 +107,12 @@ def test_a_component_is_staged_verified_recorded_and_pruned(site: Site) -> None:
     assert_staged_equals_source(site, first)
     assert [v["devnum"] for v in first["volumes"]] == ["0A80", "0A81", "0A82"]
     assert all(v["sent"] for v in first["volumes"])
-    manifest = ComponentManifest.model_validate_json((site.staged / "comp-a_2024-05-01_10_00_00.manifest.json").read_text())
+    manifest_name = "comp-a_2024-05-01_10_00_00.manifest.json"
+    manifest = ComponentManifest.model_validate_json((site.staged / manifest_name).read_text())
     assert [v.file_name for v in manifest.volumes] == [
         "MN25S2_2024-05-01_10_00_00.gz", "MN25T1_2024-05-01_10_00_00.gz", "MN25U1_2024-05-01_10_00_00.gz"]
     assert {v.volser: v.sha256 for v in manifest.volumes} == {v["volser"]: v["sha256"] for v in first["volumes"]}
-    assert site.leftovers() == sorted([*(v.file_name for v in manifest.volumes), "comp-a_2024-05-01_10_00_00.manifest.json"])
+    assert site.leftovers() == sorted([*(v.file_name for v in manifest.volumes), manifest_name])
 
     from prefect.artifacts import Artifact
 
@@ -120,6 +121,12 @@ def test_a_component_is_staged_verified_recorded_and_pruned(site: Site) -> None:
     rows = json.loads(table.data)  # type: ignore[arg-type]
     assert [r["volser"] for r in rows] == ["MN25S2", "MN25T1", "MN25U1"]
     assert {"devnum", "bytes", "compressed", "ratio", "seconds", "MB/s", "sha256"} <= set(rows[0])
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        names = {run.name for run in client.read_task_runs(limit=200)}
+    assert {"extract-MN25S2", "extract-MN25T1", "extract-MN25U1"} <= names
 
     # The same generation again: nothing is sent, every volume is verified again on the storage.
     again = run(config)
@@ -225,6 +232,25 @@ def test_a_full_staging_file_system_stages_nothing(site: Site, tmpfs: Any) -> No
     tmpfs("size=1m")
     with pytest.raises(Exception, match=r"bytes free, the extraction may need 3,145,728"):
         run(site.config([("VOL001", "0200")]))
+    assert site.leftovers() == []
+
+
+def test_a_file_system_that_fills_up_mid_transfer_keeps_no_part(site: Site, tmpfs: Any) -> None:
+    """Past the preflight (called here without it), the agent meets ENOSPC: a clear failure, no file left."""
+    from infra.configfile import load_config
+    from infra.extraction import ExtractionError, stage_volume
+    from infra.staging_store import open_store
+
+    synthetic_volume(site.volumes / "VOL001.ckd", 3 * 1024 * 1024, random_share=1.0)
+    tmpfs("size=1m")
+    cfg = load_config(site.config([("VOL001", "0200")]))
+    comp = cfg.component("comp-a")
+    with open_store(cfg.storage) as store:
+        store.makedirs(str(site.staged))
+        with pytest.raises(ExtractionError, match=r"exit status 1;[\s\S]*zimage-extract: error") as info:
+            stage_volume(store, cfg.storage, cfg.source("SYSA"), comp.volumes[0], generation=GEN[0],
+                         component="comp-a")
+    assert info.value.retryable
     assert site.leftovers() == []
 
 

@@ -60,6 +60,15 @@ def test_missing_private_key_file_is_named(sshd: Sshd, tmp_path: Path) -> None:
         ssh.connect(endpoint(sshd, private_key_file=str(tmp_path / "absent_key")))
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_private_key_may_come_from_a_prefect_secret_block(sshd: Sshd) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value=sshd.client_key.read_text()).save("zimage-test-client-key", overwrite=True)
+    with ssh.connect(endpoint(sshd, private_key_file=None, private_key_block="zimage-test-client-key")) as session:
+        assert session.run("true", timeout=30).status == 0
+
+
 def test_nothing_listening_is_a_retryable_connect_error(sshd: Sshd) -> None:
     from tests.support.sshd import free_port
 
