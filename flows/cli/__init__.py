@@ -97,11 +97,7 @@ def plan(
     """Show what a deploy of IMAGE would create and upload. No side effects, no network."""
     from zimage.plan import plan as make_plan
 
-    cfg = config_or_exit(config)
-    try:
-        cfg.image(image)
-    except KeyError as exc:
-        raise fail(str(exc.args[0])) from None
+    cfg = config_or_exit(config, image=image)
     from infra.cloudinit import placeholder_user_data
 
     user_data = placeholder_user_data(cfg, image)

@@ -85,11 +85,7 @@ def extract_component(
     ] = None,
 ) -> None:
     """Copy every volume of a component to the storage server as a new generation, verified."""
-    cfg = config_or_exit(config)
-    try:
-        cfg.component(component)
-    except KeyError as exc:
-        raise fail(str(exc.args[0])) from None
+    config_or_exit(config, component=component)
     _quiet_console(verbose=True)
     from flows.extract_component import extract_component as flow
 
@@ -104,11 +100,7 @@ def build_image(
     verify: Annotated[bool, typer.Option("--verify", help="Recompute every staged file's sha256 first")] = False,
 ) -> None:
     """Group staged components into an image: image-metadata.json and devmap."""
-    cfg = config_or_exit(config)
-    try:
-        cfg.image(image)
-    except KeyError as exc:
-        raise fail(str(exc.args[0])) from None
+    config_or_exit(config, image=image)
     _quiet_console(verbose=True)
     from flows.build_image import build_image as flow
 
@@ -119,11 +111,7 @@ def build_image(
 @app.command("deploy-image")
 def deploy_image(config: ConfigOpt, image: ImageOpt, generation: GenerationOpt = None) -> None:
     """Stage, convert, publish the custom image and snapshot, and tear down temporary resources."""
-    cfg = config_or_exit(config)
-    try:
-        cfg.image(image)
-    except KeyError as exc:
-        raise fail(str(exc.args[0])) from None
+    config_or_exit(config, image=image)
     _quiet_console(verbose=True)
     from flows.deploy_image import deploy_image as flow
 

@@ -1,0 +1,69 @@
+"""Flow refresh: one image from its source systems to IBM Cloud, in one run.
+
+preflight → extract-component (each component of the image) → deploy-image (build, stage,
+convert, publish, teardown) → optionally create-instance. Scheduled per source system from
+prefect.yaml; runs of one system never overlap (the extraction holds the system's run limit and
+the deployments carry a concurrency limit of 1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.build_image import artifact_key
+from flows.create_instance import create_instance as create_instance_flow
+from flows.deploy_image import deploy_image
+from flows.extract_component import extract_component
+from flows.preflight import preflight
+from infra.configfile import load_config
+from zimage.sizing import human
+
+
+@flow(name="refresh")
+def refresh(
+    config: str,
+    image: str,
+    create_instance: bool = False,
+    instance_name: str | None = None,
+    skip_preflight: bool = False,
+) -> dict[str, Any]:
+    """Refresh IMAGE: extract its components again and deploy a new custom image and snapshot.
+
+    Args:
+        config: path of the zimage YAML config on the worker.
+        image: name of the image in the config.
+        create_instance: also create a Wazi aaS virtual server from the new image.
+        instance_name: name of that server (default: <image>-vsi).
+        skip_preflight: do not run the preflight checks first (not recommended).
+    """
+    cfg = load_config(config)
+    components = cfg.image(image).components
+    started = time.monotonic()
+    if not skip_preflight:
+        preflight(config, image=image)
+    extracted = {name: extract_component(config, name) for name in components}
+    generations = {name: e["generation"] for name, e in extracted.items()}
+    deployed = deploy_image(config, image, generations)
+    instance = None
+    if create_instance:
+        instance = create_instance_flow(config, image, name=instance_name or f"{image}-vsi")
+    seconds = time.monotonic() - started
+    total = sum(e["bytes"] for e in extracted.values())
+    create_markdown_artifact(
+        key=artifact_key("refresh", image),
+        markdown=(
+            f"# Refresh of {image}\n\n"
+            f"- components: {', '.join(f'{n} ({g})' for n, g in generations.items())}\n"
+            f"- volumes: {sum(len(e['volumes']) for e in extracted.values())}, {human(total)}\n"
+            f"- took {seconds / 60:.1f} min\n"
+            + "".join(f"- {k}: `{v}`\n" for k, v in deployed.items() if k in ("image_id", "snapshot_id", "qcow2"))
+            + (f"- instance: `{instance}`\n" if instance else "")
+        ),
+        description=f"Refresh of image {image}",
+    )
+    return {"image": image, "generations": generations, "deploy": deployed, "instance": instance,
+            "seconds": round(seconds, 1)}
