@@ -1,0 +1,195 @@
+"""Flow create-instance: a Wazi as a Service virtual server from a deployed image.
+
+The instance boots the custom image `<image>` on an s390x profile (mz2o-2x16 by default) and gets
+a data volume restored from the snapshot `<image>-data`, on an existing subnet with an existing
+SSH key, optionally on a reserved IP. These resources are the product and are kept; when the run
+fails half-way, what this run created is deleted again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from infra.configfile import load_config
+from infra.iam import RetryPolicy
+from infra.ibmcloud import IbmCloud, Timing, connect, create_instance_from_prototype, resolve_api_key
+from infra.vpc import Resource, VpcError
+from zimage import names
+
+
+class InstanceSetupError(RuntimeError):
+    pass
+
+
+def _lookup(cloud: IbmCloud, kind: str, ref: str, what: str) -> dict[str, Any]:
+    """A resource by name, or by id when no name matches."""
+    found = cloud.vpc.find(kind, ref)
+    if found is None:
+        try:
+            return cloud.vpc.get(Resource(kind=kind, id=ref, name=ref))
+        except VpcError as exc:
+            if exc.status != 404:
+                raise
+            raise InstanceSetupError(f"{what} {ref!r} was not found (by name or id) in {cloud.target.region}") from None
+    return cloud.vpc.get(found)
+
+
+def _ready(cloud: IbmCloud, res: dict[str, Any], kind: str, field: str, want: str, what: str) -> None:
+    if res.get(field) != want:
+        raise InstanceSetupError(f"{what} {res['name']} is {res.get(field)}, not {want}: has its deploy finished?")
+
+
+def _prototype(
+    cloud: IbmCloud,
+    name: str,
+    image: dict[str, Any],
+    snapshot: dict[str, Any],
+    subnet: dict[str, Any],
+    key: dict[str, Any],
+    profile: str,
+    reserved_ip: str | None,
+    data_volume_profile: str,
+    security_group: dict[str, Any] | None,
+) -> dict[str, Any]:
+    crk = cloud.target.encryption_key_crn
+    encryption = {"encryption_key": {"crn": crk}} if crk else {}
+    nic: dict[str, Any] = {"name": "eth0", "subnet": {"id": subnet["id"]}}
+    if reserved_ip:
+        try:
+            ipaddress.IPv4Address(reserved_ip)
+            nic["primary_ip"] = {"address": reserved_ip, "auto_delete": False, "name": f"{name}-ip"}
+        except ValueError:
+            nic["primary_ip"] = {"id": reserved_ip}  # an existing reserved IP, by id
+    if security_group:
+        nic["security_groups"] = [{"id": security_group["id"]}]
+    proto: dict[str, Any] = {
+        "name": name,
+        "zone": {"name": subnet["zone"]["name"]},
+        "image": {"id": image["id"]},
+        "profile": {"name": profile},
+        "keys": [{"id": key["id"]}],
+        "primary_network_interface": nic,
+        "boot_volume_attachment": {
+            "volume": {"name": f"{name}-boot", "profile": {"name": "general-purpose"}, **encryption},
+            "delete_volume_on_instance_delete": True,
+        },
+        "volume_attachments": [{
+            "name": "zvolumes",
+            "volume": {
+                "name": f"{name}-data",
+                "profile": {"name": data_volume_profile},
+                "source_snapshot": {"id": snapshot["id"]},
+                "capacity": int(snapshot.get("minimum_capacity") or snapshot["size"]),
+                **encryption,
+            },
+            # the restored volumes are the server's disks: kept if the server is deleted
+            "delete_volume_on_instance_delete": False,
+        }],
+    }
+    if cloud.resource_group_id:
+        proto["resource_group"] = {"id": cloud.resource_group_id}
+    return proto
+
+
+def _undo(cloud: IbmCloud, name: str) -> list[str]:
+    """Delete what a failed run made: the instance, then its restored data volume."""
+    removed = []
+    timing = cloud.timing
+    for kind, res_name in (("instances", name), ("volumes", f"{name}-data")):
+        try:
+            found = cloud.vpc.find(kind, res_name)
+            if found and cloud.vpc.delete(found, timeout=timing.delete_timeout, poll=timing.poll):
+                removed.append(str(found))
+        except VpcError as exc:
+            get_run_logger().error("could not delete %s %s after the failure: %s", kind, res_name, exc)
+    return removed
+
+
+@flow(name="create-instance")
+def create_instance(
+    config: str,
+    image: str,
+    name: str,
+    profile: str = "mz2o-2x16",
+    subnet: str | None = None,
+    ssh_key: str | None = None,
+    reserved_ip: str | None = None,
+    security_group: str | None = None,
+    data_volume_profile: str = "general-purpose",
+    poll_seconds: float = 10.0,
+    timeout_minutes: float = 30.0,
+    retry_base_seconds: float = 1.0,
+) -> dict[str, Any]:
+    """Create a Wazi aaS virtual server from the custom image IMAGE and its data snapshot.
+
+    Args:
+        config: path of the zimage YAML config (its target names the account and region).
+        image: name of the custom image (the snapshot is <image>-data).
+        name: name of the new virtual server (lowercase letters, digits, '-').
+        profile: s390x instance profile.
+        subnet: name or id of the subnet the server's interface goes on.
+        ssh_key: name or id of the VPC SSH key put on the server.
+        reserved_ip: an IPv4 address of the subnet to reserve for the server, or the id of a reserved IP.
+        security_group: name or id of a security group; default: the VPC's default group.
+        data_volume_profile: profile of the data volume restored from the snapshot.
+        poll_seconds: interval between status reads.
+        timeout_minutes: longest wait for the server to run.
+        retry_base_seconds: first back-off of a retried API call (429, 5xx).
+    """
+    log = get_run_logger()
+    names.vpc_name(name)
+    if not subnet or not ssh_key:
+        raise InstanceSetupError("give subnet and ssh_key (name or id of an existing subnet and VPC SSH key)")
+    cfg = load_config(config)
+    timing = Timing(
+        poll=poll_seconds, ready_timeout=timeout_minutes * 60, delete_timeout=timeout_minutes * 60,
+        retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(30 * retry_base_seconds, retry_base_seconds)),
+    )
+    cloud = connect(cfg.target, resolve_api_key(cfg.target), timing=timing)
+    started = time.monotonic()
+    custom = _lookup(cloud, "images", image, "custom image")
+    _ready(cloud, custom, "images", "status", "available", "custom image")
+    snap = _lookup(cloud, "snapshots", f"{image}-data", "snapshot")
+    _ready(cloud, snap, "snapshots", "lifecycle_state", "stable", "snapshot")
+    net = _lookup(cloud, "subnets", subnet, "subnet")
+    key = _lookup(cloud, "keys", ssh_key, "SSH key")
+    sg = _lookup(cloud, "security_groups", security_group, "security group") if security_group else None
+    if cloud.vpc.find("instances", name) is not None:
+        raise InstanceSetupError(f"an instance named {name!r} already exists; choose another name")
+    proto = _prototype(cloud, name, custom, snap, net, key, profile, reserved_ip, data_volume_profile, sg)
+    try:
+        inst = create_instance_from_prototype(cloud.vpc, name, proto)
+        ready = cloud.vpc.wait_ready(inst, timeout=timing.ready_timeout, poll=timing.poll)
+    except (VpcError, InstanceSetupError) as exc:
+        removed = _undo(cloud, name)
+        raise InstanceSetupError(
+            f"creating instance {name} failed: {exc}" + (f"; deleted again: {', '.join(removed)}" if removed else "")
+        ) from exc
+    address = ready["primary_network_interface"]["primary_ip"]["address"]
+    data = next((a for a in ready.get("volume_attachments", []) if a.get("name") == "zvolumes"), None)
+    summary = {
+        "instance": {"id": inst.id, "name": name, "crn": inst.crn, "profile": profile, "address": address},
+        "image": {"id": custom["id"], "name": image},
+        "snapshot": {"id": snap["id"], "name": snap["name"]},
+        "data_volume": data["volume"]["name"] if data else None,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log.info("instance %s is running at %s (%s, image %s, data volume from %s)", name, address, profile, image,
+             snap["name"])
+    create_markdown_artifact(
+        key=f"create-instance-{name}",
+        markdown=(
+            f"# Wazi aaS instance {name}\n\n"
+            f"| | |\n|---|---|\n| id | `{inst.id}` |\n| profile | {profile} |\n| address | {address} |\n"
+            f"| image | `{image}` |\n| data volume | `{summary['data_volume']}` from snapshot `{snap['name']}` |\n"
+            f"| SSH key | `{key['name']}` |\n| took | {summary['seconds']} s |\n\n"
+            "The server and its volumes are kept; delete them when no longer needed.\n"
+        ),
+        description=f"Instance {name}",
+    )
+    return summary
