@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 
 from infra.configfile import load_config
 from infra.cos import open_object_store
+from infra.object_store import put_auxiliary
 from infra.sftp_source import open_source
 from zimage import objects, staging
 from zimage.build import BuiltImage
@@ -68,7 +69,6 @@ def stage_auxiliary(config: str, built: BuiltImage) -> list[str]:
     store = open_object_store(cfg.target.cos)
     keys = []
     for name, data in ((objects.IMAGE_METADATA, built.metadata), (objects.DEVMAP, built.devmap.encode())):
-        key = objects.auxiliary_key(built.image, name)
-        store.put_bytes(key, data, content_type=objects.content_type(name))
-        keys.append(key)
+        put_auxiliary(store, built.image, name, data)  # skipped when unchanged
+        keys.append(objects.auxiliary_key(built.image, name))
     return keys
