@@ -1,5 +1,6 @@
 """One volume: stream -> decompress -> verify -> sparse write, in constant memory, with retries."""
 
+import errno
 import hashlib
 import threading
 import time
@@ -16,7 +17,10 @@ from datamover.progress import MB, Progress, log
 from datamover.sink import SparseWriter
 from datamover.sources import MissingObject, ObjectSource
 
-IN_CHUNK = 1 << 20  # compressed bytes per read
+# compressed bytes per read: small enough that the inflater's unconsumed input, copied at every call
+# that fills OUT_CHUNK, stays small; the reader keeps PREFETCH of them ahead
+IN_CHUNK = 256 << 10
+PREFETCH = 16
 OUT_CHUNK = 1 << 20  # most decompressed bytes held at once (bounds memory on highly compressed data)
 
 
@@ -74,7 +78,12 @@ def convert_volume(
             break
         except (MoverError, OSError) as exc:
             message = str(exc) if isinstance(exc, VolumeError) else f"volume {vol.name}: {exc}"
-            final = isinstance(exc, MissingObject) or (isinstance(exc, VolumeError) and not exc.retryable)
+            # a missing object or a full disk stays so: trying again only loses time
+            final = (
+                isinstance(exc, MissingObject)
+                or (isinstance(exc, VolumeError) and not exc.retryable)
+                or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+            )
             if final or attempt > settings.retries:
                 result.state, result.error = "failed", message
                 break
@@ -103,7 +112,7 @@ def _convert_once(
     result: VolumeResult,
 ) -> None:
     checks: dict[str, str] = {}
-    feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n))
+    feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n), PREFETCH)
     chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
     digest = hashlib.sha256()
     writer = SparseWriter(path)

@@ -61,6 +61,22 @@ def probe_objects(inputs: Inputs, source: ObjectSource, progress: Progress, repo
         raise MoverError("; ".join(missing))
 
 
+def check_space(inputs: Inputs, dirs: dict[str, str]) -> None:
+    """Fail before converting when the volumes' sizes (as the manifest gives them) cannot fit."""
+    for target, directory in dirs.items():
+        sizes = [v.size for v in inputs.manifest.volumes if inputs.targets[v.name] == target]
+        if not sizes or None in sizes:
+            continue
+        stat = os.statvfs(directory)
+        free = stat.f_bavail * stat.f_frsize
+        need = sum(sizes)  # type: ignore[arg-type]
+        if need > free:
+            raise MoverError(
+                f"the {target} volume has {free:,} bytes free, its volumes need {need:,} "
+                f"({', '.join(v.name for v in inputs.manifest.volumes if inputs.targets[v.name] == target)})"
+            )
+
+
 def convert_all(
     inputs: Inputs,
     source: ObjectSource,

@@ -27,7 +27,10 @@ everything else. Schema (unknown keys are errors; "?" marks optional keys):
     | {"type": "s3", "key": "zos25-dev.qcow2", "part_size"?: 134217728, "concurrency"?: 4},
   "progress": {"type": "put", "url": "...", "headers"?: {...}} | {"type": "s3", "key": "..."},
   "report":   {"type": "put", "url": "...", "headers"?: {...}} | {"type": "s3", "key": "..."},
-  "attachments": {"data": "<volume attachment name>", "boot": "...", "scratch": "..."}
+  "attachments": {"data": "<volume attachment name>", "boot": "...", "scratch": "..."},
+  "accelerators"?: [                        // wheels of zlib-ng or isal for the VSI's Python:
+    {"name": "zlib_ng-1.1.0-cp310-...whl",  // inflate several times faster than zlib
+     "url": "https://...presigned GET...", "sha256": "..."}]
 }
 
 progress.json is uploaded every progress_every seconds while the mover runs; report.json is uploaded
@@ -40,6 +43,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from datamover.accel import Wheel
 from datamover.errors import MoverError
 from datamover.layout import LAYOUTS
 from datamover.names import check_image_name
@@ -88,6 +92,7 @@ class MoverConfig:
     retries: int = 2
     retry_delay: float = 5.0
     progress_every: float = 15.0
+    accelerators: tuple[Wheel, ...] = ()
 
 
 class _Doc:
@@ -224,6 +229,19 @@ def _attachments(value: object) -> dict[str, str]:
     return names
 
 
+def _wheels(value: object) -> tuple[Wheel, ...]:
+    if not isinstance(value, list):
+        raise MoverError("mover configuration: accelerators: expected a list")
+    wheels = []
+    for i, item in enumerate(value):
+        doc = _Doc(item, f"accelerators[{i}]", ("name", "url", "sha256"))
+        digest = doc.get("sha256", str).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise MoverError(f"mover configuration: {doc.path('sha256')}: not a sha256 hex digest")
+        wheels.append(Wheel(_key(doc.get("name", str), doc.path("name")), doc.url("url"), digest))
+    return tuple(wheels)
+
+
 def parse_config(raw: bytes) -> MoverConfig:
     """Parse and validate a mover configuration; errors name the field."""
     try:
@@ -233,7 +251,7 @@ def parse_config(raw: bytes) -> MoverConfig:
     top = _Doc(
         value, "",
         ("schema", "image", "layout", "jobs", "retries", "retry_delay", "progress_every", "s3", "objects",
-         "qcow2", "progress", "report", "attachments"),
+         "qcow2", "progress", "report", "attachments", "accelerators"),
     )
     if top.get("schema", str) != SCHEMA:
         raise MoverError(f"mover configuration: schema: expected {SCHEMA!r}")
@@ -253,6 +271,7 @@ def parse_config(raw: bytes) -> MoverConfig:
         retries=top.get("retries", int, 2),
         retry_delay=top.get("retry_delay", (int, float), 5.0),
         progress_every=top.positive("progress_every", 15.0, (int, float)),
+        accelerators=_wheels(value.get("accelerators", [])),
     )
     uses_s3 = isinstance(config.objects, str) or any(
         isinstance(t, S3Target) for t in (config.qcow2, config.progress, config.report)

@@ -11,7 +11,8 @@ import tokenize
 import zipfile
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_LEFT_OUT = {"package.py"}  # the builder itself is not needed on the VSI
+# not needed in the zipapp: the builder itself, and `python -m datamover` (the zipapp has its own)
+_LEFT_OUT = {"package.py", "__main__.py"}
 _MAIN = "import sys\nfrom datamover.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -36,11 +37,19 @@ def _add(archive: zipfile.ZipFile, name: str, text: str) -> None:
     archive.writestr(info, text.encode(), compresslevel=9)
 
 
+def _shallow(line: str, opening: bool) -> str:
+    """One space per level of indentation instead of four (continuation lines may have any)."""
+    body = line.lstrip(" ")
+    return " " * ((len(line) - len(body)) // 4) + (body if opening else body.rstrip() + "\n")
+
+
 def minify(source: str, name: str = "<source>") -> str:
-    """The source without comments, docstrings (each becomes `...`) and blank lines."""
+    """The source without comments, docstrings (each becomes `...`), blank lines and most of its
+    indentation."""
     lines = source.splitlines(keepends=True)
     tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    keep: set[int] = set()  # lines inside multi-line strings: their text is data
+    keep: set[int] = set()  # lines that begin inside a multi-line string: their text is data
+    opening: set[int] = set()  # lines where a multi-line string begins: no trailing strip
     edits: list[tuple[int, int, int, int, str]] = []  # (row, col, end row, end col, replacement)
     previous = None
     significant = [t for t in tokens if t.type not in (tokenize.NL, tokenize.COMMENT)]
@@ -56,14 +65,15 @@ def minify(source: str, name: str = "<source>") -> str:
             if docstring:
                 edits.append((tok.start[0], tok.start[1], tok.end[0], tok.end[1], "..."))
             elif tok.start[0] != tok.end[0]:
-                keep.update(range(tok.start[0], tok.end[0] + 1))
+                opening.add(tok.start[0])
+                keep.update(range(tok.start[0] + 1, tok.end[0] + 1))
         if tok.type not in (tokenize.NL, tokenize.COMMENT, tokenize.ENCODING):
             previous = tok
     for row, col, end_row, end_col, text in reversed(edits):  # from the end: positions stay valid
         lines[row - 1] = lines[row - 1][:col] + text + lines[end_row - 1][end_col:]
         del lines[row:end_row]
     out = [
-        line.rstrip() + "\n" if i + 1 not in keep else line
+        line if i + 1 in keep else _shallow(line, i + 1 in opening)
         for i, line in enumerate(lines)
         if line.strip() or i + 1 in keep
     ]

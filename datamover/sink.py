@@ -19,36 +19,42 @@ class SparseWriter:
         self.path = path
         # O_TRUNC: a retried volume starts from an empty file, so the holes read back as zeros
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        self._pos = 0
+        self._pos = 0  # file offset of the next whole block
         self._carry = b""  # bytes short of a whole block, kept for the next write
         self.written = 0  # bytes really written (not holes)
 
     def write(self, data: bytes) -> None:
-        if self._carry:
-            data = self._carry + data
-        usable = len(data) - len(data) % BLOCK
-        self._carry = data[usable:]
-        self._write_blocks(data, usable)
+        start = 0
+        if self._carry:  # complete the pending block with the first bytes of data
+            start = BLOCK - len(self._carry)
+            block, self._carry = self._carry + data[:start], b""
+            if len(block) < BLOCK:
+                self._carry = block
+                return
+            self._write_blocks(block, 0, BLOCK)
+        end = len(data) - (len(data) - start) % BLOCK
+        self._write_blocks(data, start, end)
+        self._carry = data[end:]
 
-    def _write_blocks(self, data: bytes, end: int) -> None:
-        if data.startswith(_zeros(end)):  # fast path: most chunks of a volume are all zeros
-            self._pos += end
+    def _write_blocks(self, data: bytes, start: int, end: int) -> None:
+        """Write data[start:end] (whole blocks) at the current offset, skipping zero blocks."""
+        if data.startswith(_zeros(end - start), start):  # most chunks of a volume are all zeros
+            self._pos += end - start
             return
         view = memoryview(data)
         run = -1  # start of the current run of non-zero blocks
-        for at in range(0, end, BLOCK):
+        for at in range(start, end, BLOCK):
             if data.startswith(_ZERO_BLOCK, at):
                 if run >= 0:
-                    self._pwrite(view[run:at], run)
+                    self._pwrite(view[run:at], self._pos + run - start)
                     run = -1
             elif run < 0:
                 run = at
         if run >= 0:
-            self._pwrite(view[run:end], run)
-        self._pos += end
+            self._pwrite(view[run:end], self._pos + run - start)
+        self._pos += end - start
 
-    def _pwrite(self, view: memoryview, offset: int) -> None:
-        at = self._pos + offset
+    def _pwrite(self, view: memoryview, at: int) -> None:
         while view:
             done = os.pwrite(self._fd, view, at)
             view, at = view[done:], at + done
@@ -62,7 +68,7 @@ class SparseWriter:
         """Write the last partial block, set the file length, optionally make it durable."""
         try:
             if self._carry.strip(b"\0"):
-                self._pwrite(memoryview(self._carry), 0)
+                self._pwrite(memoryview(self._carry), self._pos)
             self._pos += len(self._carry)
             self._carry = b""
             os.ftruncate(self._fd, self._pos)

@@ -7,9 +7,10 @@ from typing import Any, Optional
 
 from datamover import http as web
 from datamover import tools
+from datamover.accel import load_wheels
 from datamover.codec import inflate_module
 from datamover.convert import Settings
-from datamover.engine import Inputs, convert_all, default_jobs, phase, probe_objects, read_inputs
+from datamover.engine import Inputs, check_space, convert_all, default_jobs, phase, probe_objects, read_inputs
 from datamover.errors import MoverError
 from datamover.layout import DATA_LABEL, OWNER, write_aux_files
 from datamover.metadata import attachment_devices
@@ -71,13 +72,14 @@ def run_vsi(
 ) -> int:
     """Exit status 0, 1 when the conversion failed, 2 when not even the report could be uploaded."""
     report = Report("vsi")
-    report.inflate, zmod = inflate_module()
     config: Optional[MoverConfig] = None
     uploader: Optional[Uploader] = None
     progress = Progress()
     mounts = _Mounts(workdir)
     try:
         config = load_config(config_url, config_path)
+        report.outputs["accelerators"] = load_wheels(config.accelerators, workdir)
+        report.inflate, zmod = inflate_module()
         s3 = S3Client(config.s3) if config.s3 else None
         uploader = Uploader(s3)
         source: ObjectSource = (
@@ -124,6 +126,7 @@ def _convert(
         tools.mkfs(devices["boot"], "format the boot volume", owner=OWNER)
         tools.mkfs(devices["scratch"], "format the qcow2 scratch volume", fs_type="ext4")
     dirs = {role: mounts.mount(role, devices[role]) for role in ROLES}
+    check_space(inputs, {"data": dirs["data"], "boot": dirs["boot"]})
     convert_all(inputs, source, dirs, report.jobs or 1, settings, progress, report)
     _finish_files(inputs, dirs)
     progress.set_phase("qcow2")
@@ -134,7 +137,7 @@ def _convert(
     progress.set_phase("uploading")
     with phase(report, "upload"):
         info = uploader.upload_file(qcow2, config.qcow2, f"{config.image}.qcow2")
-    report.outputs = {"qcow2": f"{config.image}.qcow2", "qcow2-upload": info, "devices": devices}
+    report.outputs.update({"qcow2": f"{config.image}.qcow2", "qcow2-upload": info, "devices": devices})
     mounts.umount("data")  # the orchestrator snapshots the data volume once the report is there
 
 

@@ -174,3 +174,36 @@ def test_presigned_multipart_with_too_few_urls_says_so(qcow2_like: Path) -> None
     spec = PresignedMultipart(5 << 20, ("http://127.0.0.1:9/p1",), "http://127.0.0.1:9/c")
     with pytest.raises(Exception, match=r"need 3 parts of 5242880 bytes, the mover configuration presigned 1"):
         Uploader(None).upload_file(str(qcow2_like), spec, "zos25-dev.qcow2")
+
+
+def test_accelerator_wheels_are_verified_then_importable(
+    object_server: ObjectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in wheel (pure Python, re-exporting zlib) proves fetch, sha256 check and import."""
+    import io
+    import sys
+    import zipfile
+
+    from datamover.accel import Wheel, load_wheels
+    from datamover.codec import inflate_module
+
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as wheel:
+        wheel.writestr("zlib_ng/__init__.py", "")
+        wheel.writestr("zlib_ng/zlib_ng.py", "from zlib import *\nfrom zlib import error\n")
+    data = body.getvalue()
+    object_server.state.objects["/wheels/zlib_ng.whl"] = data
+    url = f"{object_server.url}/wheels/zlib_ng.whl?X-Amz-Signature=s"
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("zlib_ng", "zlib_ng.zlib_ng"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delenv("ZIMAGE_INFLATE", raising=False)
+
+    notes = load_wheels((Wheel("bad.whl", url, "0" * 64),), str(tmp_path))
+    assert notes[0].startswith("bad.whl: not used: sha256 is ")
+    assert not (tmp_path / "accelerators").exists()
+
+    notes = load_wheels((Wheel("zlib_ng.whl", url, hashlib.sha256(data).hexdigest()),), str(tmp_path))
+    assert notes == ["zlib_ng.whl: loaded"]
+    name, module = inflate_module()
+    assert name == "zlib-ng" and module.__file__.startswith(str(tmp_path))
