@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -206,20 +207,27 @@ def zimage_peak_memory(objects: Path, work: Path) -> float:
 # --- measuring ---
 
 
-def _timed(action, fresh: list[Path]) -> float:
+def _cpu() -> float:
+    """CPU seconds of this process and of its reaped children (pool workers, tools)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(action, fresh: list[Path]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run, with empty output directories."""
     for path in fresh:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
     os.sync()  # start each run with no dirty pages of the previous one
-    start = time.perf_counter()
+    cpu, start = _cpu(), time.perf_counter()
     action()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu() - cpu
     for path in fresh:
         shutil.rmtree(path, ignore_errors=True)
-    return seconds
+    return seconds, cpu
 
 
-def _best(repeat: int, action, fresh: list[Path]) -> float:
+def _best(repeat: int, action, fresh: list[Path]) -> tuple[float, float]:
     return min(_timed(action, fresh) for _ in range(repeat))
 
 
@@ -249,17 +257,18 @@ def main() -> None:
     os.environ.pop("ZIMAGE_INFLATE", None)
     memory = zimage_peak_memory(objects, work)
 
-    print(f"\n{'method':<40} {'decompress+verify+write':>26} {'whole local conversion':>26}")
-    for label, stage, whole in rows:
-        rates = f"{stage:>8.2f} s {total / MB / stage:>8,.0f} MB/s {whole:>9.2f} s {total / MB / whole:>7,.0f} MB/s"
-        print(f"{label:<40} {rates}")
+    print(f"\n{'method':<36} {'decompress+verify+write':>30} {'whole local conversion':>30}")
+    for label, (stage, stage_cpu), (whole, whole_cpu) in rows:
+        print(f"{label:<36} {stage:>7.2f} s {total / MB / stage:>6,.0f} MB/s cpu {stage_cpu:>5.1f} s"
+              f" {whole:>7.2f} s {total / MB / whole:>6,.0f} MB/s cpu {whole_cpu:>5.1f} s")
     print()
     for label, stage, whole in rows[1:]:
-        print(f"ratio {label}: stage {ref_stage / stage:.2f}x (target >= 3), whole {ref_whole / whole:.2f}x "
-              f"(target >= 1.5)")
+        print(f"ratio {label}: stage {ref_stage[0] / stage[0]:.2f}x (target >= 3), "
+              f"whole {ref_whole[0] / whole[0]:.2f}x (target >= 1.5)")
     largest = max(v["size"] for v in doc["volumes"])
     print(f"peak memory converting the {largest / MB:,.0f} MB volume: {memory:.0f} MB (target < 200 MB), "
           f"inflate {inflate_module()[0]}")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} (other work on the machine skews the times)")
     if "zlib-ng" not in available or "isal" not in available:
         print("note: install isal / zlib-ng (pip) or put them on PYTHONPATH to measure the accelerated inflaters")
 
