@@ -25,7 +25,7 @@ from pathlib import Path
 import paramiko
 
 from infra import ssh
-from infra.sftp_read import SWITCH_INTERVAL, ParallelReader
+from infra.sftp_read import BLOCK, ParallelReader
 from tests.support.sshd import Sshd
 from zimage.config import SshEndpoint
 
@@ -122,19 +122,17 @@ def read_benchmarks(server: Sshd, workdir: Path, size: int) -> None:
     openssh_get(server, path)  # warm the page cache
     baseline = lambda: openssh_get(server, path)  # noqa: E731
     compare("paramiko get-style prefetch, 1 client", size, lambda: paramiko_prefetch(endpoint, path), baseline)
-    compare("zimage ParallelReader, 2 connections, 32 KiB reads", size,
-            lambda: drain(ParallelReader(own_connection, str(path), size, streams=2, block=32 * 1024), expected),
-            baseline)
-    for streams, factory, switch, how in (
-        (2, own_connection, None, "2 connections, default GIL switch interval"),
-        (1, own_connection, SWITCH_INTERVAL, "1 connection"),
-        (2, channel_on_shared, SWITCH_INTERVAL, "2 SFTP channels on 1 connection"),
-        (2, own_connection, SWITCH_INTERVAL, "2 connections (zimage default)"),
-        (3, own_connection, SWITCH_INTERVAL, "3 connections"),
+    for streams, factory, block, how in (
+        (1, own_connection, 32 * 1024, "1 connection, 32 KiB reads"),
+        (2, own_connection, 32 * 1024, "2 connections, 32 KiB reads"),
+        (1, own_connection, BLOCK, "1 connection"),
+        (2, channel_on_shared, BLOCK, "2 SFTP channels on 1 connection"),
+        (2, own_connection, BLOCK, "2 connections (zimage default)"),
+        (3, own_connection, BLOCK, "3 connections"),
     ):
         compare(f"zimage ParallelReader, {how}", size,
-                lambda n=streams, f=factory, w=switch: drain(
-                    ParallelReader(f, str(path), size, streams=n, switch_interval=w), expected),
+                lambda n=streams, f=factory, b=block: drain(
+                    ParallelReader(f, str(path), size, streams=n, block=b), expected),
                 baseline)
     shared.close()
     path.unlink()
