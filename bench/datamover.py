@@ -7,10 +7,13 @@ zero blocks as holes, verifies sha256 / CRC / VOL1, and uses zlib-ng or ISA-L wh
 Made once under the work directory (and reused): a 3390-2 volume from Hercules dasdinit (1.9 GB,
 an empty volume: track headers and zeros, like the free space of real volumes) and two synthetic
 volumes of 64 KiB blocks mixing random bytes, text-like records and zeros. Measured:
-  1. decompress + verify + write: every volume into a directory, each file fsync'd (a mover must
-     leave durable data before the snapshot; the reference's unmount forces the same writes);
-  2. the whole local conversion: objects -> <image>-data.img + <image>.qcow2 (the reference's
-     decompression followed by the same mke2fs -d / debugfs / qemu-img steps);
+  1. decompress + verify + write: every volume into an ext2 file system mounted like the VSI's data
+     volume (a loop-mounted image; a plain directory when not root), each file fsync'd and the file
+     system unmounted (the snapshot needs durable data);
+  2. the whole local conversion: objects -> <image>-data.img + <image>.qcow2; zimage runs
+     `python -m datamover local` (no root); the reference runs its own method on image files
+     (mke2fs, mount, decompress into it, owners, unmount, qemu-img) when root, else decompresses
+     into a directory followed by the same mke2fs -d / debugfs / qemu-img steps as zimage;
   3. peak memory (max RSS) of the mover converting the 2 GB volume alone.
 Prints times, MB/s and the ratios (targets: stage >= 3x, whole >= 1.5x, memory < 200 MB).
 
@@ -33,6 +36,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from datamover import tools
 from datamover.codec import inflate_module
 from datamover.convert import Settings
 from datamover.engine import Inputs, convert_all, default_jobs, probe_objects
+from datamover.errors import MoverError
 from datamover.layout import DATA_LABEL, OWNER, data_volume_bytes, write_aux_files
 from datamover.manifest import parse_manifest
 from datamover.progress import Progress
@@ -145,7 +151,47 @@ def reference_stage(objects: Path, dest: Path, sync: bool) -> None:
         pool.map(_reference_one, tasks, chunksize=1)
 
 
-def reference_whole(objects: Path, out: Path) -> None:
+def can_mount(work: Path) -> bool:
+    """True when this machine lets us mount image files with -o loop (root)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with mounted_ext2(work / "probe.img", 64 << 20, None):
+            return True
+    except (subprocess.CalledProcessError, OSError, MoverError):
+        return False
+    finally:
+        (work / "probe.img").unlink(missing_ok=True)
+
+
+@contextmanager
+def mounted_ext2(image: Path, size: int, label: str | None) -> Iterator[Path]:
+    """A fresh ext2 image file mounted with -o loop, as the VSI's volumes are."""
+    point = image.with_suffix(".mnt")
+    point.mkdir(parents=True, exist_ok=True)
+    with image.open("wb") as handle:
+        handle.truncate(size)
+    tools.mkfs(str(image), "bench", label=label)
+    subprocess.run(["mount", "-o", "loop", str(image), str(point)], check=True, capture_output=True)
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True, capture_output=True)
+        point.rmdir()
+
+
+def reference_whole(objects: Path, out: Path, mount: bool) -> None:
+    if mount:  # the reference's own method: into the mounted file systems
+        total = json.loads((objects / "image-metadata.json").read_text())["image"]["size"]
+        with mounted_ext2(out / f"{IMAGE}-data.img", data_volume_bytes(total), DATA_LABEL) as data:
+            reference_stage(objects, data, sync=False)
+            created = write_aux_files(str(data), (objects / "devmap").read_bytes(), None)
+            for name in [*os.listdir(data), *created]:
+                os.chown(data / name, *OWNER)
+        with mounted_ext2(out / "boot.img", 10 * 10**9, None) as boot:
+            os.chown(boot, *OWNER)
+        tools.to_qcow2(str(out / "boot.img"), str(out / f"{IMAGE}.qcow2"))
+        return
     work = out / "work"
     data, boot = work / "data", work / "boot"
     data.mkdir(parents=True)
@@ -159,6 +205,19 @@ def reference_whole(objects: Path, out: Path) -> None:
     tools.mkfs(str(work / "boot.img"), "boot", populate=str(boot), owner=OWNER, size_bytes=10 * 10**9)
     tools.to_qcow2(str(work / "boot.img"), str(out / f"{IMAGE}.qcow2"))
     shutil.rmtree(work)
+
+
+def staged(action: Callable[[Path], None], out: Path, mount: bool, total: int) -> Callable[[], None]:
+    """Run action(directory) into the VSI-like mounted ext2 (or a plain directory)."""
+
+    def run() -> None:
+        if not mount:
+            action(out)
+            return
+        with mounted_ext2(out / "data.img", data_volume_bytes(total), DATA_LABEL) as data:
+            action(data)
+
+    return run
 
 
 # --- zimage's mover ---
@@ -245,13 +304,15 @@ def main() -> None:
     print(f"volumes: {len(doc['volumes'])}, {total / MB:,.0f} MB uncompressed, {packed / MB:,.1f} MB gzip; "
           f"{os.cpu_count()} CPUs; zimage jobs {args.jobs}, reference {REFERENCE_PROCESSES} processes")
     out = work / "run"
-    ref_stage = _best(args.repeat, lambda: reference_stage(objects, out, sync=True), [out])
-    ref_whole = _best(args.repeat, lambda: reference_whole(objects, out), [out])
+    mount = can_mount(work)
+    print("writing into: " + ("loop-mounted ext2 images, as on the VSI" if mount else "a directory (not root)"))
+    ref_stage = _best(args.repeat, staged(lambda d: reference_stage(objects, d, sync=True), out, mount, total), [out])
+    ref_whole = _best(args.repeat, lambda: reference_whole(objects, out, mount), [out])
     rows = [("reference (GzipFile + copyfileobj)", ref_stage, ref_whole)]
     available = [n for n, m in INFLATERS if importlib.util.find_spec(m)]
     for name in available:
         os.environ["ZIMAGE_INFLATE"] = name
-        stage = _best(args.repeat, lambda: zimage_stage(objects, out, args.jobs), [out])
+        stage = _best(args.repeat, staged(lambda d: zimage_stage(objects, d, args.jobs), out, mount, total), [out])
         whole = _best(args.repeat, lambda: zimage_whole(objects, out, args.jobs), [out])
         rows.append((f"zimage datamover, inflate {name}", stage, whole))
     os.environ.pop("ZIMAGE_INFLATE", None)
