@@ -63,8 +63,14 @@ def extract_component(
     generation: str | None = None,
     retry_delay_seconds: float = 10.0,
     lock_wait_seconds: float = 60.0,
+    retries: int = 3,
 ) -> dict[str, Any]:
-    """Extract, stage and verify every volume of `component`; returns the generation's summary."""
+    """Extract, stage and verify every volume of `component`; returns the generation's summary.
+
+    A volume whose extraction fails in a way that may pass (dropped connection, timeout, non-zero
+    exit, bad copy) is tried again up to `retries` times, after `retry_delay_seconds` doubling
+    each time, with jitter.
+    """
     log = get_run_logger()
     cfg = load_config(config)  # every config problem before any side effect
     comp = cfg.component(component)
@@ -83,10 +89,10 @@ def extract_component(
                 f"another run is extracting from {system} (concurrency limit {run_limit(system)} stayed taken "
                 f"for {lock_wait_seconds:.0f} s); try again when it has finished"
             ) from None
-        return _extract(config, comp, gen, retry_delay_seconds)
+        return _extract(config, comp, gen, retry_delay_seconds, retries)
 
 
-def _extract(config: str, comp: Component, gen: str, retry_delay_seconds: float) -> dict[str, Any]:
+def _extract(config: str, comp: Component, gen: str, retry_delay_seconds: float, retries: int) -> dict[str, Any]:
     log = get_run_logger()
     check_extraction(config, comp.name, gen)
     log.info("extracting %d volume(s) of %s from %s as generation %s", len(comp.volumes), comp.name, comp.source, gen)
@@ -94,7 +100,8 @@ def _extract(config: str, comp: Component, gen: str, retry_delay_seconds: float)
         0.0, key=f"extract-{comp.name}-progress", description=f"{comp.name} generation {gen}: volumes done"
     )
     task = extract_volume.with_options(
-        retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds), retry_jitter_factor=0.5
+        retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds),
+        retry_jitter_factor=0.5,
     )
     futures = {
         task.with_options(task_run_name=f"extract-{v.volser}").submit(config, comp.name, v.volser, gen): v.volser
