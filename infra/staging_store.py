@@ -7,6 +7,7 @@ tests). Every path is checked to lie under the configured root. `open_store(stor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -130,7 +131,9 @@ class StagingStore(ABC):
             self._write_new(temp, data)
             self.rename(temp, path)
         except BaseException:
-            self.delete(temp)
+            # The write's error is the one to report; a failed clean-up (connection gone) must not hide it.
+            with contextlib.suppress(Exception):
+                self.delete(temp)
             raise
 
     def check_writable(self, directory: str) -> None:
@@ -246,7 +249,11 @@ class SftpStagingStore(StagingStore):
         self.read_streams = read_streams
         self._session = ssh.connect(storage, timeouts)
         self._lock = threading.Lock()
-        self._sftp = self._session.open_sftp()
+        try:
+            self._sftp = self._session.open_sftp()
+        except BaseException:
+            self._session.close()
+            raise
 
     def where(self) -> str:
         return ssh.where(self.storage)
