@@ -56,7 +56,8 @@ def check_staged(config: str, built: BuiltImage) -> None:
     cfg = load_config(config)
     with open_store(cfg.storage) as store:
         for vol in built.volumes:
-            path = posixpath.join(staging.volume_dir(cfg.storage.root, cfg.component(vol.component).source), vol.file_name)
+            directory = staging.volume_dir(cfg.storage.root, cfg.component(vol.component).source)
+            path = posixpath.join(directory, vol.file_name)
             info = store.stat(path)
             if info is None or info.size != vol.gz_size:
                 found = "missing" if info is None else f"{info.size} bytes, the manifest says {vol.gz_size}"

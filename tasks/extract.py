@@ -12,14 +12,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.states import State
 
 from infra import extraction
 from infra.configfile import load_config
 from infra.staging_store import RECORD_SUFFIX, open_store, prune, write_manifest
+from tasks.retry import retryable
 from zimage import staging
 from zimage.manifests import ComponentManifest, StagedVolume
 
@@ -51,18 +50,6 @@ def ensure_limit(name: str, limit: int) -> bool:
         except ObjectAlreadyExists:  # another run created it meanwhile
             return False
         return True
-
-
-def retryable(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry what may pass (dropped connection, timeout, non-zero exit, bad copy), not what will
-    fail again (host key, authentication, bad config or command output)."""
-    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    if not isinstance(exc, BaseException):
-        return False
-    flag = getattr(exc, "retryable", None)
-    if flag is not None:
-        return bool(flag)
-    return isinstance(exc, (OSError, EOFError, TimeoutError))
 
 
 @task(name="check-extraction", cache_policy=NO_CACHE)

@@ -8,18 +8,17 @@ failure into an error check. Everything else ends up as a `Check` with a status.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from infra import ssh
 from infra.configfile import load_config
 from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
 from infra.staging_store import StagingError, open_store
+from tasks.retry import retryable
 from zimage.config import Source, Storage
 from zimage.findings import Finding, count, sort_findings
 from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
@@ -56,17 +55,6 @@ class StorageReport(BaseModel):
     check: Check
     root: str
     free_bytes: int | None  # None when the staging directory could not be checked
-
-
-def retryable(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a failure that may pass (refused or dropped connection, timeout), not one that will
-    fail again (host key, authentication, a missing key file)."""
-    try:
-        state.result()
-    except Exception as exc:
-        flag = getattr(exc, "retryable", None)
-        return bool(flag) if flag is not None else isinstance(exc, OSError | EOFError | TimeoutError)
-    return False
 
 
 def location(endpoint: Source | Storage) -> str:
