@@ -8,11 +8,8 @@ failure into an error check. Everything else ends up as a `Check` with a status.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
 
 from infra import ssh
 from infra.configfile import load_config
@@ -21,53 +18,26 @@ from infra.staging_store import StagingError, open_store
 from tasks.retry import retryable
 from zimage.config import Source, Storage
 from zimage.findings import Finding, count, sort_findings
+from zimage.preflight import (
+    Check,
+    SourceReport,
+    Status,
+    StorageReport,
+    parmlib_check_name,
+    reach_check_name,
+    storage_check_name,
+    worst,
+)
 from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
 
-Status = Literal["ok", "warning", "error"]
 CONNECT_RETRIES = 2
 RETRY_DELAY_SECONDS = 2.0
-_RANK: dict[Status, int] = {"ok": 0, "warning": 1, "error": 2}
 _CHECKERS = {"ieasym": check_ieasym, "tcpip_profile": check_profile, "tcpdata": check_tcpdata}
-
-
-class Check(BaseModel):
-    """One preflight check: what was checked, where, its status and what was found."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    target: str
-    status: Status
-    messages: list[str]
-
-
-def worst(statuses: list[Status]) -> Status:
-    return max(statuses, key=_RANK.__getitem__, default="ok")
-
-
-class SourceReport(BaseModel):
-    system: str
-    checks: list[Check]
-    findings: list[Finding]
-
-
-class StorageReport(BaseModel):
-    check: Check
-    root: str
-    free_bytes: int | None  # None when the staging directory could not be checked
 
 
 def location(endpoint: Source | Storage) -> str:
     """Where checks of an endpoint happen, for reports: user@host:port, or this machine."""
     return "this machine" if endpoint.transport == "local" else ssh.where(endpoint)
-
-
-def reach_check_name(system: str) -> str:
-    return f"source {system}: reachable"
-
-
-def parmlib_check_name(system: str) -> str:
-    return f"source {system}: parmlib symbols"
 
 
 def _reach_source(reader: MemberReader) -> Check:
@@ -127,10 +97,6 @@ def check_source(config: str, system: str) -> SourceReport:
     for check in (reach, parmlib):
         log.info("%s (%s): %s: %s", check.name, check.target, check.status, "; ".join(check.messages))
     return SourceReport(system=system, checks=[reach, parmlib], findings=findings)
-
-
-def storage_check_name() -> str:
-    return "storage: reachable and writable"
 
 
 @task(name="check-storage", cache_policy=NO_CACHE, retries=CONNECT_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,

@@ -12,18 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.preflight import (
-    CKD_COMPRESSION_RATIO,
-    PreflightFailed,
-    artifact_key,
-    estimate,
-    preflight,
-    select,
-)
+from flows.preflight import PreflightFailed, preflight
 from tests.support.sshd import Sshd, free_port
 from tests.test_parmlib import ebcdic_lines, source_config, write_members
 from zimage import devices
 from zimage.config import Config, parse_config
+from zimage.preflight import CKD_COMPRESSION_RATIO, artifact_key, estimate, select
 
 pytestmark = pytest.mark.integration
 
