@@ -4,6 +4,7 @@ import errno
 import hashlib
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Optional
@@ -112,43 +113,37 @@ def _convert_once(
     result: VolumeResult,
 ) -> None:
     checks: dict[str, str] = {}
-    feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n), PREFETCH)
-    chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
     digest = hashlib.sha256()
-    writer = SparseWriter(path)
+    with ExitStack() as cleanup:  # in reverse: stop the sink thread, close the file, stop the reader
+        feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n), PREFETCH)
+        cleanup.callback(feed.close)
+        writer = SparseWriter(path)
+        cleanup.callback(writer.abort)
 
-    def sink(out: bytes) -> None:  # on its own thread: hashing and writing overlap inflating
-        digest.update(out)
-        writer.write(out)
-        progress.advance(vol.name, len(out), 0)
+        def sink(out: bytes) -> None:  # on its own thread: hashing and writing overlap inflating
+            digest.update(out)
+            writer.write(out)
+            progress.advance(vol.name, len(out), 0)
 
-    consumer = Consumer(sink)
-    head = b""
-    label_checked = False
-    try:
-        for out in chunks:
-            if cancel.is_set():
-                raise Cancelled(f"volume {vol.name}: cancelled because another volume failed")
-            if not label_checked:
-                head += out[: ckd.HEAD_BYTES - len(head)]
-                if len(head) >= ckd.HEAD_BYTES:
-                    checks["vol1"] = _check_label(vol, head)
-                    label_checked = True
-            consumer.put(out)
-        if not label_checked:
+        consumer = Consumer(sink)
+        cleanup.callback(consumer.abort)
+        chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
+        head = b""
+        try:
+            for out in chunks:
+                if cancel.is_set():
+                    raise Cancelled(f"volume {vol.name}: cancelled because another volume failed")
+                if "vol1" not in checks:
+                    head += out[: ckd.HEAD_BYTES - len(head)]
+                    if len(head) >= ckd.HEAD_BYTES:
+                        checks["vol1"] = _check_label(vol, head)
+                consumer.put(out)
+        except GzipError as exc:
+            raise VolumeError(vol.name, f"object {vol.file_name}: {exc}") from exc
+        if "vol1" not in checks:  # a volume shorter than one track
             checks["vol1"] = _check_label(vol, head)
         consumer.finish()
         writer.close(settings.sync)
-    except GzipError as exc:
-        consumer.abort()
-        writer.abort()
-        raise VolumeError(vol.name, f"object {vol.file_name}: {exc}") from exc
-    except BaseException:
-        consumer.abort()
-        writer.abort()
-        raise
-    finally:
-        feed.close()
     checks["gzip-crc"] = "verified" if vol.compression == "gzip" else "not applicable (uncompressed)"
     result.bytes, result.written, result.gz_bytes = writer.size, writer.written, feed.count
     result.sha256, result.gz_sha256 = digest.hexdigest(), feed.digest.hexdigest()

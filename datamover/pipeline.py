@@ -97,6 +97,8 @@ class Consumer:
             raise self._error
 
     def abort(self) -> None:
-        self._error = self._error or RuntimeError("aborted")
-        self._queue.put(None)
-        self._thread.join()
+        """Stop the thread, dropping what is queued (no-op once finished)."""
+        if self._thread.is_alive():
+            self._error = self._error or RuntimeError("aborted")
+            self._queue.put(None)
+            self._thread.join()

@@ -265,3 +265,14 @@ def test_zipapp_converts_on_python_3_10(mover_objects: MoverObjects, tmp_path: P
 def test_inflate_module_names_a_forced_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZIMAGE_INFLATE", "zlib")
     assert inflate_module() == ("zlib", zlib)
+
+
+def test_space_check_names_the_volume_that_cannot_fit(tmp_path: Path) -> None:
+    from datamover.engine import Inputs, check_space
+
+    manifest = parse_manifest(_manifest(size=1 << 60))
+    inputs = Inputs(manifest, b"", None, {"MN25S2": "data"})
+    with pytest.raises(MoverError, match=r"the data volume has [\d,]+ bytes free, its volumes need "
+                                         r"1,152,921,504,606,846,976 \(MN25S2\)"):
+        check_space(inputs, {"data": str(tmp_path)})
+    check_space(Inputs(parse_manifest(_manifest(size=1)), b"", None, {"MN25S2": "data"}), {"data": str(tmp_path)})
