@@ -1,5 +1,5 @@
 """The part both targets share: read the inputs, check every object is there, convert all volumes
-in parallel into their directories, write the auxiliary files."""
+in parallel into their directories."""
 
 import os
 import threading

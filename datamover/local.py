@@ -8,6 +8,7 @@ and debugfs sets the owners.
 import os
 import shutil
 import tempfile
+import traceback
 from typing import Optional
 
 from datamover import tools
@@ -64,6 +65,9 @@ def run_local(
         report.outputs = {"data-image": data_img, "qcow2": qcow2, "qcow2-bytes": os.path.getsize(qcow2)}
     except (MoverError, OSError) as exc:
         report.error = str(exc)
+    except Exception as exc:  # a defect: still write the report, so that nobody waits for it in vain
+        traceback.print_exc()
+        report.error = f"internal error: {type(exc).__name__}: {exc}"
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)

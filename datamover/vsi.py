@@ -3,6 +3,7 @@ boot disk into a qcow2 on the scratch volume, uploads it, and uploads the report
 
 import json
 import os
+import traceback
 from typing import Any, Optional
 
 from datamover import http as web
@@ -97,6 +98,9 @@ def run_vsi(
             _convert(config, source, uploader, settings, progress, mounts, report)
     except (MoverError, OSError) as exc:
         report.error = str(exc)
+    except Exception as exc:  # a defect: still write the report, so that nobody waits for it in vain
+        traceback.print_exc()
+        report.error = f"internal error: {type(exc).__name__}: {exc}"
     finally:
         umount_error = mounts.umount_all()
         report.error = report.error or umount_error
