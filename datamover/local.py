@@ -43,6 +43,11 @@ def run_local(
         source = LocalSource(objects)
         inputs = read_inputs(source, layout, report)
         image = inputs.manifest.name
+        data_img = os.path.join(out, f"{image}-data.img")
+        qcow2 = os.path.join(out, f"{image}.qcow2")
+        for stale in (data_img, qcow2):  # outputs of an earlier run must not pass for this one's
+            if os.path.exists(stale):
+                os.unlink(stale)
         work = tempfile.mkdtemp(prefix=f".{image}-work-", dir=out)
         dirs = {"data": os.path.join(work, "data"), "boot": os.path.join(work, "boot")}
         for directory in dirs.values():
@@ -54,8 +59,6 @@ def run_local(
             convert_all(inputs, source, dirs, jobs, settings, progress, report)
         created = write_aux_files(dirs["data"], inputs.devmap, inputs.env_overrides)
         sizes = {t: sum(v.bytes for v in report.volumes if v.target == t) for t in dirs}
-        data_img = os.path.join(out, f"{image}-data.img")
-        qcow2 = os.path.join(out, f"{image}.qcow2")
         with phase(report, "data-image"):
             _build_image(data_img, dirs["data"], DATA_LABEL, data_volume_bytes(sizes["data"]), created)
         with phase(report, "boot-qcow2"):
@@ -80,8 +83,6 @@ def run_local(
 
 
 def _build_image(image: str, directory: str, label: Optional[str], size: int, extra: list[str]) -> None:
-    if os.path.exists(image):
-        os.unlink(image)  # mke2fs keeps an existing file's length: start from nothing
     tools.mkfs(image, f"build {image}", label=label, populate=directory, owner=OWNER, size_bytes=size)
     names = sorted(n for n in os.listdir(directory) if n not in extra)
     tools.set_owner(image, names + extra, OWNER)
