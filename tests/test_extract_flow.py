@@ -154,6 +154,22 @@ def test_an_agent_that_fails_once_is_retried(site: Site) -> None:
     summary = run(site.config([("VOL001", "0200")], command=command))
     assert marker.exists()
     assert_staged_equals_source(site, summary)
+    assert latest_task_run("extract-VOL001").run_count == 2  # failed once, retried, succeeded
+
+
+def latest_task_run(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+            limit=1,
+        )
+    assert runs, f"no task run named {name}"
+    return runs[0]
 
 
 def test_an_agent_that_always_fails_ends_in_a_clear_failure(site: Site) -> None:
