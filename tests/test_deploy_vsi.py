@@ -5,6 +5,9 @@ user data script here → custom image + snapshot, and nothing else left. Then t
 from __future__ import annotations
 
 import json
+import logging
+import stat
+from datetime import UTC, datetime
 
 import pytest
 
@@ -57,3 +60,55 @@ def test_deploy_makes_the_image_and_snapshot_and_leaves_nothing_else(
     sizes = {r.body["name"].rsplit("-", 1)[1]: r.body["capacity"] for r in site.fake.recorded("POST", r"^/v1/volumes$")}
     assert sizes == {"data": 10, "boot": 10, "qcow2": 15}
     assert not site.fake.recorded("POST", r"^/v1/floating_ips$")
+
+
+def test_no_secret_reaches_the_vsi_the_bucket_the_ledger_artifacts_or_logs(
+    deploy_site: DeploySite, vsi_emulator: VsiEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With SSH access and a customer root key: the only key material that leaves the run is the
+    mover's private key, kept 0600 in the state directory."""
+    from prefect.client.orchestration import get_client
+
+    site = deploy_site
+    seen: dict[str, bytes] = {}
+    vsi_emulator.before_start.append(lambda vsi: seen.update(config=site.get(objects.mover_config_key(IMAGE))))
+    crk = "crn:v1:bluemix:public:kms:jp-tok:a/0123456789abcdef:keyring:key:0001"
+    caplog.set_level(logging.INFO)
+    for package in ("infra", "tasks", "flows"):  # botocore's own DEBUG lines trip over moto's headers
+        caplog.set_level(logging.DEBUG, logger=package)
+    started = datetime.now(UTC)
+
+    summary = site.deploy(site.config(mover={"ssh_access": True}, encryption_key_crn=crk))
+
+    assert site.fake.leftovers() == []
+    (vsi,) = vsi_emulator.vsis
+    key_file = site.state_dir / "keys" / f"{summary['build_id']}.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    private = key_file.read_text()
+    assert "PRIVATE KEY" in private
+    fip = site.fake.recorded("POST", r"^/v1/floating_ips$")
+    assert len(fip) == 1 and fip[0].status == 201
+    sg = site.fake.recorded("POST", r"^/v1/security_groups$")[0].body
+    assert [(r["direction"], r.get("port_min")) for r in sg["rules"]] == [("outbound", None), ("inbound", 22)]
+    volumes = [r.body for r in site.fake.recorded("POST", r"^/v1/volumes$")]
+    assert all(v["encryption_key"] == {"crn": crk} for v in volumes)
+    mover_config = json.loads(seen["config"])
+    assert mover_config["qcow2"]["type"] == "multipart" and "s3" not in mover_config
+    with get_client(sync_client=True) as client:
+        artifacts = [f"{a.key} {a.description} {a.data}" for a in client.read_artifacts()
+                     if a.created and a.created >= started]
+        logs = [log.message for log in client.read_logs()]
+    haystacks = {
+        "user data": vsi.view.user_data or "",
+        "mover configuration": seen["config"].decode(),
+        "ledger": "".join(p.read_text() for p in (site.state_dir / "ledger").glob("*.json"))
+        + site.get(objects.ledger_key(summary["build_id"])).decode(),
+        "artifacts": "\n".join(artifacts),
+        "logs": caplog.text + "\n".join(logs) + vsi.output + vsi.mover_log,
+    }
+    assert artifacts and logs
+    secrets = {"API key": site.fake.api_key, "HMAC secret": site.bucket.secret_access_key,
+               "private key": private.splitlines()[1]}
+    for where, text in haystacks.items():
+        for what, value in secrets.items():
+            assert value not in text, f"the {what} is in the {where}"
