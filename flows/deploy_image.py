@@ -268,7 +268,7 @@ def _deploy_vsi(
         "build_id": build_id,
         "bytes": built.size,
         "volumes": len(built.volumes),
-        "staged": len(staged),
+        "staged": staged,
         "custom_image": products["image"],
         "snapshot": products["snapshot"],
         "convert_seconds": round(convert_seconds, 1),

@@ -170,33 +170,47 @@ VOLUMES = {"zt-sysres": ("sysres", [("ZRES01", "0A80")]), "zt-data": ("volumes",
 
 
 def site_config(
-    root: Path, *, target: dict[str, object], storage: dict[str, object] | None = None
+    root: Path,
+    *,
+    target: dict[str, object],
+    storage: dict[str, object] | None = None,
+    agent_options: str = "",
+    volumes: dict[str, tuple[str, list[tuple[str, str]]]] | None = None,
+    cylinders: int = 10,
 ) -> dict[str, object]:
-    """A config with a local source and staging under `root` and the given target section."""
+    """A config with a local source under `root`, staging under `root` (or the given storage),
+    and the given target section."""
     python = sys.executable
+    volumes = volumes or VOLUMES
     return {
         "storage": storage
         or {"host": "localhost", "username": "t", "transport": "local", "root": str(root / "staging")},
         "sources": [{
             "name": SYSTEM, "host": "localhost", "username": "t", "transport": "local",
             "extraction": {"command": f"{python} -m infra.extract_agent --volume {root}/source/{{volser}}.ckd "
-                                      "--target {target}"},
+                                      f"--target {{target}}{agent_options}"},
         }],
         "target": target,
         "components": [
             {"name": name, "source": SYSTEM, "type": kind, "retention": 2,
-             "volumes": [{"volser": v, "devnum": d, "devtype": "3390-1", "cylinders": 10} for v, d in vols]}
-            for name, (kind, vols) in VOLUMES.items()
+             "volumes": [{"volser": v, "devnum": d, "devtype": "3390-1", "cylinders": cylinders} for v, d in vols]}
+            for name, (kind, vols) in volumes.items()
         ],
-        "images": [{"name": IMAGE, "components": list(VOLUMES), "os": "zos-2-5-s390x-dev-test-byol",
+        "images": [{"name": IMAGE, "components": list(volumes), "os": "zos-2-5-s390x-dev-test-byol",
                     "ipl": {"device": "0A80", "loadparm": "0A82CSM1"}}],
     }
+
+
+def extract_all(config: Path, volumes: dict[str, tuple[str, list[tuple[str, str]]]] | None = None) -> None:
+    from flows.extract_component import extract_component
+
+    for component in volumes or VOLUMES:
+        extract_component(str(config), component, "2024-06-01_10_00_00", retry_delay_seconds=0.0)
 
 
 @pytest.fixture(scope="module")
 def staged_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Path:
     """Source volumes (dasdinit) extracted once per module into a local staging directory."""
-    from flows.extract_component import extract_component
     from tests.support.volumes import dasd_volume
 
     root = tmp_path_factory.mktemp("deploy-site")
@@ -207,8 +221,7 @@ def staged_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None)
     target = {"region": "jp-tok", "zone": 1, "cos": {"instance_name": "c", "bucket": "unused", "region": "jp-tok"}}
     path = root / "extract.yaml"
     path.write_text(yaml.safe_dump(site_config(root, target=target), sort_keys=False))
-    for component in VOLUMES:
-        extract_component(str(path), component, "2024-06-01_10_00_00", retry_delay_seconds=0.0)
+    extract_all(path)
     return root
 
 
@@ -225,8 +238,8 @@ class DeploySite:
         self.fake, self.bucket, self.staged, self.tmp = fake, bucket, staged, tmp
         self.state_dir = tmp / "state"
 
-    def config(self, mover: dict[str, Any] | None = None, **target: Any) -> str:
-        doc = site_config(self.staged, target={
+    def config(self, mover: dict[str, Any] | None = None, site: dict[str, Any] | None = None, **target: Any) -> str:
+        doc = site_config(self.staged, **(site or {}), target={
             "region": "jp-tok", "zone": 1, "resource_group": "Default",
             "iam_endpoint": self.fake.url, "vpc_endpoint": self.fake.vpc_url,
             "cos": self.bucket.cos_config(),
