@@ -251,7 +251,8 @@ def _deploy_vsi(
         logger.warning("%s: tearing down", exc)
     finally:
         torn = run.teardown()
-        _RUNS.pop(flow_run_id or "", None)
+        if not torn.failures:  # otherwise the failure hook tries once more
+            _RUNS.pop(flow_run_id or "", None)
         if outcome == "succeeded" and not torn.failures:
             ledger.finish(ok=True)
         _artifacts(image, build_id, built, mover, products, report, torn, outcome, time.monotonic() - started)
