@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamover.moverconfig import MAX_PARTS, MIN_PART, SCHEMA
+from datamover.package import build_zipapp
+from infra.cloudinit import render_user_data
 from infra.object_store import MAX_PRESIGN_SECONDS, ObjectStore
 from zimage import objects
 from zimage.build import BuiltImage
@@ -144,6 +146,11 @@ def write(
         store.describe(key), len(doc["objects"]["urls"]), parts, len(body), expires / 3600,
     )
     return MoverConfigObject(key, upload_id, url, parts, expires, len(body))
+
+
+def user_data(config_url: str) -> str:
+    """The cloud-init user data of the mover: the data mover zipapp and the URL of its configuration."""
+    return render_user_data(build_zipapp(), config_url)
 
 
 def discard(store: ObjectStore, image: str, upload_id: str | None) -> list[str]:

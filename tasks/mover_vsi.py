@@ -21,9 +21,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from datamover.package import build_zipapp
 from infra import mover_config
-from infra.cloudinit import render_user_data
 from infra.ibmcloud import BUILD_TAG, IbmCloud, build_tag
 from infra.ledger import Ledger
 from infra.object_store import ObjectStore
@@ -167,7 +165,7 @@ def provision_mover(
         store, built, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS, boot_disk_gb=sizes["boot"],
         deadline_hours=mover.deadline_hours, jobs=mover.jobs,
     )
-    user_data = render_user_data(build_zipapp(), written.config_url)
+    user_data = mover_config.user_data(written.config_url)
     instance = tracked(
         ledger, "instance", name("mover"),
         lambda: vpc.create_instance(
