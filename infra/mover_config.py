@@ -21,7 +21,7 @@ from datamover.moverconfig import MAX_PARTS, MIN_PART, SCHEMA
 from datamover.package import build_zipapp
 from infra.cloudinit import render_user_data
 from infra.object_store import MAX_PRESIGN_SECONDS, ObjectStore
-from zimage import objects
+from zimage import objects, sizing
 from zimage.build import BuiltImage
 from zimage.sizing import GB
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 PART_SIZE = 128 * MiB  # what the mover's own multipart uses by default
-QCOW2_OVERHEAD = 1.02  # qcow2 metadata over a fully written raw disk, with margin
 URL_MARGIN_S = 6 * 3600  # boot, package installation and the upload after the conversion deadline
 CONFIG_URL_S = 3 * 3600  # the user data's URL is read once, at first boot
 ENV_OVERRIDES_NAME = "env-overrides/properties.json"  # the name the mover asks for
@@ -43,7 +42,7 @@ def url_lifetime(deadline_hours: float, margin_s: int = URL_MARGIN_S) -> int:
 
 def qcow2_parts(boot_disk_gb: int, part_size: int = PART_SIZE) -> tuple[int, int]:
     """(part size, number of part URLs) enough for the qcow2 of a full boot disk of that size."""
-    largest = math.ceil(boot_disk_gb * GB * QCOW2_OVERHEAD) + 64 * MiB
+    largest = math.ceil(boot_disk_gb * GB * sizing.QCOW2_OVERHEAD) + 64 * MiB
     size = max(part_size, MIN_PART, math.ceil(largest / MAX_PARTS / MiB) * MiB)
     return size, min(MAX_PARTS, math.ceil(largest / size))
 

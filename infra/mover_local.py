@@ -48,7 +48,7 @@ def run(
         assert proc.stderr is not None
         for line in proc.stderr:
             line = line.rstrip("\n")
-            tail = (tail + [line])[-20:]
+            tail = [*tail, line][-20:]
             if on_line:
                 on_line(line)
         code = proc.wait()

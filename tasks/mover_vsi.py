@@ -8,7 +8,6 @@ configuration holds presigned URLs only, and the user data one short-lived URL t
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ from zimage.build import BuiltImage
 from zimage.config import Config
 
 ATTACHMENTS = {"data": "zimage-data", "boot": "zimage-boot", "scratch": "zimage-qcow2"}
-VPC_MIN_VOLUME_GB = 10
 
 
 class MoverFailed(RuntimeError):
@@ -66,19 +64,8 @@ class MoverResources(BaseModel):
 
 
 def volume_sizes(cfg: Config, built: BuiltImage) -> dict[str, int]:
-    """GB of the mover's volumes (DESIGN.md §10): data as the reference computes it; with the
-    boot-split layout the boot disk holds the sysres volumes and grows with them."""
-    layout = cfg.image(built.image).layout
     boot_bytes = sum(v.size for v in built.volumes if v.boot)
-    data_bytes = built.size - (boot_bytes if layout == "boot-split" else 0)
-    boot = sizing.BOOT_VOLUME_GB
-    if layout == "boot-split":
-        boot = max(boot, sizing.data_volume_gb(boot_bytes))
-    return {
-        "data": max(VPC_MIN_VOLUME_GB, sizing.data_volume_gb(data_bytes)),
-        "boot": boot,
-        "scratch": max(sizing.QCOW2_VOLUME_GB, math.ceil(boot * mover_config.QCOW2_OVERHEAD) + 1),
-    }
+    return sizing.mover_volume_gb(cfg.image(built.image).layout, built.size, boot_bytes)
 
 
 def ssh_key_pair() -> tuple[str, bytes]:

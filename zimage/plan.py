@@ -57,7 +57,8 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
     components = cfg.image_components(image)
     size = cfg.image_size(image)
     boot = sum(c.size_bytes for c in components if c.type == "sysres")
-    data_gb = sizing.data_volume_gb(size)
+    gb = sizing.mover_volume_gb(image.layout, size, boot)
+    data_gb = gb["data"]
     mover = target.mover
     n = lambda role: resources.name(build_id, role)  # noqa: E731
     res = [
@@ -70,10 +71,10 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
         ),
         PlannedResource(kind="key", name=n("key"), detail="ed25519, generated for the build"),
         PlannedResource(
-            kind="volume", name=n("boot"), detail=f"{sizing.BOOT_VOLUME_GB} GB {mover.volume_profile}"
+            kind="volume", name=n("boot"), detail=f"{gb['boot']} GB {mover.volume_profile}"
         ),
         PlannedResource(
-            kind="volume", name=n("qcow2"), detail=f"{sizing.QCOW2_VOLUME_GB} GB {mover.volume_profile}"
+            kind="volume", name=n("qcow2"), detail=f"{gb['scratch']} GB {mover.volume_profile}"
         ),
         PlannedResource(kind="volume", name=n("data"), detail=f"{data_gb} GB {mover.volume_profile}"),
         PlannedResource(
@@ -98,9 +99,8 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
     ]
     for component in components:
         for vol in component.volumes:
-            objs.append(
-                PlannedObject(key=f"{objects.volumes_prefix(image.name)}{vol.volser}_<generation>.gz", size=vol.size_bytes)
-            )
+            key = f"{objects.volumes_prefix(image.name)}{vol.volser}_<generation>.gz"
+            objs.append(PlannedObject(key=key, size=vol.size_bytes))
     objs.append(PlannedObject(key=objects.qcow2_key(image.name)))
     return Plan(
         image=image.name,

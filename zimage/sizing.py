@@ -13,6 +13,8 @@ EXT2_OVERHEAD = 0.02
 BOOT_VOLUME_GB = 10
 QCOW2_VOLUME_GB = 15
 GB = 10**9
+VPC_MIN_VOLUME_GB = 10
+QCOW2_OVERHEAD = 1.02  # qcow2 metadata over a fully written raw disk, with margin
 
 
 def data_volume_gb(image_bytes: int) -> int:
@@ -23,6 +25,21 @@ def data_volume_gb(image_bytes: int) -> int:
 def fits_data_volume(image_bytes: int) -> bool:
     """True when the volumes plus the file system's overhead fit the (possibly capped) data volume."""
     return image_bytes <= data_volume_gb(image_bytes) * GB * (1 - EXT2_OVERHEAD)
+
+
+def mover_volume_gb(layout: str, image_bytes: int, boot_bytes: int) -> dict[str, int]:
+    """GB of the mover's volumes: data as the reference computes it (at least the VPC minimum);
+    with the boot-split layout the boot disk holds the sysres volumes and grows with them, and the
+    scratch volume holds the boot disk's qcow2."""
+    data_bytes = image_bytes - (boot_bytes if layout == "boot-split" else 0)
+    boot = BOOT_VOLUME_GB
+    if layout == "boot-split":
+        boot = max(boot, data_volume_gb(boot_bytes))
+    return {
+        "data": max(VPC_MIN_VOLUME_GB, data_volume_gb(data_bytes)),
+        "boot": boot,
+        "scratch": max(QCOW2_VOLUME_GB, math.ceil(boot * QCOW2_OVERHEAD) + 1),
+    }
 
 
 def human(nbytes: float) -> str:
