@@ -37,7 +37,7 @@ if ! command -v qemu-img >/dev/null 2>&1 || ! command -v mke2fs >/dev/null 2>&1;
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils e2fsprogs
 fi
-exec python3 "$home/mover.pyz" vsi --config-url '{config_url}' >> "$home/mover.log" 2>&1
+exec python3 "$home/mover.pyz" vsi --workdir "$home/work" --config-url '{config_url}' >> "$home/mover.log" 2>&1
 """
     size = len(script.encode())
     if size > USER_DATA_LIMIT:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ class LedgerDocument(BaseModel):
     image: str
     started: datetime = Field(default_factory=lambda: datetime.now(UTC))
     pid: int = Field(default_factory=os.getpid)
+    host: str = Field(default_factory=socket.gethostname)  # where pid means something
     flow_run_id: str | None = None
     status: Literal["running", "finished", "failed"] = "running"
     entries: list[Entry] = Field(default_factory=list)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class BuildRecord:
     build_id: str
     resources: list[Resource]
     document: LedgerDocument | None = None
-    local: bool = False  # the ledger file is on this machine, so its pid can be checked here
+    local: bool = False  # the ledger was written on this machine, so its pid can be checked here
     running: bool = False
     why: str = ""
 
@@ -179,14 +180,15 @@ def read_ledgers(store: ObjectStore | None) -> dict[str, tuple[LedgerDocument, b
             except (OSError, ValueError) as exc:
                 log.warning("ledger %s cannot be read: %s", path, exc)
                 continue
-            out[doc.build_id] = (doc, True)
+            out[doc.build_id] = (doc, doc.host == socket.gethostname())
     if store is not None:
         for item in store.list(objects.LEDGER_PREFIX):
             build = Path(item.key).stem
             if build in out:
                 continue
             try:
-                out[build] = (LedgerDocument.model_validate(json.loads(store.get_bytes(item.key))), False)
+                doc = LedgerDocument.model_validate(json.loads(store.get_bytes(item.key)))
+                out[build] = (doc, doc.host == socket.gethostname())
             except (ValueError, RuntimeError) as exc:
                 log.warning("ledger %s cannot be read: %s", store.describe(item.key), exc)
     return out

@@ -6,8 +6,8 @@ the attachment's device id>` as on a VSI; the user data script runs on this mach
 ZIMAGE_HOME, ZIMAGE_METADATA_URL (the fake's metadata service of that instance) and
 ZIMAGE_DEVICE_DIR set, with no secret in its environment, against the S3 server through the
 presigned URLs it finds. The mover mounts its volumes with -o loop as root: it runs in a private
-mount namespace (`unshare --mount`) whose mounts vanish with it, and its work directory is bound
-to a temporary one. When the instance is deleted the emulated VSI's processes are killed.
+mount namespace (`unshare --mount`) whose mounts vanish with it; its work directory lies under
+ZIMAGE_HOME. When the instance is deleted the emulated VSI's processes are killed.
 Machines without loop mounts or unshare skip the tests that use it, saying why.
 """
 
@@ -33,7 +33,6 @@ from tests.fakes.ibmcloud import FakeIbmCloud, InstanceView, s3_object_checker
 from tests.support.s3 import S3Bucket
 
 MOVER_MARK = "zimage data mover"
-WORKDIR_ON_VSI = "/var/lib/zimage-mover"  # the mover's default --workdir
 GB = 10**9
 
 
@@ -108,8 +107,6 @@ class VsiEmulator:
     def _boot(self, vsi: EmulatedVsi, by_id: Path) -> None:
         script = vsi.root / "user-data.sh"
         script.write_text(vsi.view.user_data or "")
-        work = vsi.root / "work"
-        work.mkdir()
         # the VSI's python3 is this interpreter; nothing of the test's environment (keys!) goes along
         bin_dir = vsi.root / "bin"
         bin_dir.mkdir()
@@ -122,7 +119,7 @@ class VsiEmulator:
             "ZIMAGE_METADATA_URL": vsi.view.metadata_url,
             "ZIMAGE_DEVICE_DIR": str(by_id),
         }
-        inner = f"mkdir -p {WORKDIR_ON_VSI} && mount --bind {work} {WORKDIR_ON_VSI} && exec sh {script}"
+        inner = f"exec sh {script}"
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
