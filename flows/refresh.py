@@ -29,6 +29,8 @@ def refresh(
     image: str,
     create_instance: bool = False,
     instance_name: str | None = None,
+    instance_subnet: str | None = None,
+    instance_ssh_key: str | None = None,
     skip_preflight: bool = False,
 ) -> dict[str, Any]:
     """Refresh IMAGE: extract its components again and deploy a new custom image and snapshot.
@@ -38,10 +40,14 @@ def refresh(
         image: name of the image in the config.
         create_instance: also create a Wazi aaS virtual server from the new image.
         instance_name: name of that server (default: <image>-vsi).
+        instance_subnet: subnet (name or id) of that server; needed with create_instance.
+        instance_ssh_key: VPC SSH key (name or id) of that server; needed with create_instance.
         skip_preflight: do not run the preflight checks first (not recommended).
     """
     cfg = load_config(config)
     components = cfg.image(image).components
+    if create_instance and not (instance_subnet and instance_ssh_key):
+        raise ValueError("create_instance needs instance_subnet and instance_ssh_key (names or ids in the VPC)")
     started = time.monotonic()
     if not skip_preflight:
         preflight(config, image=image)
@@ -50,7 +56,9 @@ def refresh(
     deployed = deploy_image(config, image, generations)
     instance = None
     if create_instance:
-        instance = create_instance_flow(config, image, name=instance_name or f"{image}-vsi")
+        instance = create_instance_flow(
+            config, image, name=instance_name or f"{image}-vsi", subnet=instance_subnet, ssh_key=instance_ssh_key
+        )
     seconds = time.monotonic() - started
     total = sum(e["bytes"] for e in extracted.values())
     create_markdown_artifact(

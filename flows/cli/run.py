@@ -150,3 +150,61 @@ def demo(
         "Next: `zimage plan {config} --image {image}`; with `prefect server start` running and "
         "PREFECT_API_URL set, the runs and their artifacts show in the Prefect UI.".format(**result)
     )
+
+
+@app.command("refresh")
+def refresh(
+    config: ConfigOpt,
+    image: ImageOpt,
+    create_instance: Annotated[
+        bool, typer.Option("--create-instance", help="Also create a Wazi aaS server from the new image")
+    ] = False,
+    instance_name: Annotated[str | None, typer.Option("--instance-name", help="Default: <image>-vsi")] = None,
+    subnet: Annotated[str | None, typer.Option("--subnet", help="Subnet of the instance (name or id)")] = None,
+    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="SSH key of the instance (name or id)")] = None,
+) -> None:
+    """Preflight, extract every component of IMAGE, build and deploy it; optionally an instance."""
+    config_or_exit(config, image=image)
+    _quiet_console(verbose=True)
+    from flows.refresh import refresh as flow
+
+    if create_instance and not (subnet and ssh_key):
+        raise fail("--create-instance needs --subnet and --ssh-key")
+    _show(_run(flow, config=str(config), image=image, create_instance=create_instance, instance_name=instance_name,
+               instance_subnet=subnet, instance_ssh_key=ssh_key))
+
+
+@app.command("create-instance")
+def create_instance(
+    config: ConfigOpt,
+    image: ImageOpt,
+    name: Annotated[str, typer.Option("--name", help="Name of the new virtual server")],
+    subnet: Annotated[str, typer.Option("--subnet", help="Subnet name or id")],
+    ssh_key: Annotated[str, typer.Option("--ssh-key", help="VPC SSH key name or id")],
+    profile: Annotated[str, typer.Option("--profile", help="s390x instance profile")] = "mz2o-2x16",
+    reserved_ip: Annotated[str | None, typer.Option("--reserved-ip", help="Primary address to reserve")] = None,
+    security_group: Annotated[str | None, typer.Option("--security-group", help="Name or id")] = None,
+) -> None:
+    """A Wazi aaS server from IMAGE's custom image, with a data volume restored from its snapshot."""
+    config_or_exit(config, image=image)
+    _quiet_console(verbose=True)
+    from flows.create_instance import create_instance as flow
+
+    _show(_run(flow, config=str(config), image=image, name=name, profile=profile, subnet=subnet, ssh_key=ssh_key,
+               reserved_ip=reserved_ip, security_group=security_group))
+
+
+@app.command("reap-orphans")
+def reap_orphans(
+    config: ConfigOpt,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete what is found (default: only list it)")] = False,
+    older_than_minutes: Annotated[
+        float, typer.Option("--older-than-minutes", help="Leave builds without a ledger younger than this")
+    ] = 120.0,
+) -> None:
+    """List (or with --delete, remove) temporary resources of builds that are no longer running."""
+    config_or_exit(config)
+    _quiet_console(verbose=True)
+    from flows.reap_orphans import reap_orphans as flow
+
+    _show(_run(flow, config=str(config), dry_run=not delete, older_than_minutes=older_than_minutes))
