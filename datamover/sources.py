@@ -84,7 +84,29 @@ def _limited(data: bytes, name: str) -> bytes:
     return data
 
 
-class UrlSource:
+class _RemoteSource:
+    """Reading and resuming shared by the network sources: they differ in how a range is opened."""
+
+    def size(self, name: str) -> int:
+        raise NotImplementedError
+
+    def _open_at(self, name: str, offset: int) -> "web.http.client.HTTPResponse":
+        raise NotImplementedError
+
+    def open(self, name: str) -> Reader:
+        return web.ResumingReader(lambda offset: self._open_at(name, offset), f"object {name}", self.size(name))
+
+    def fetch(self, name: str) -> bytes:
+        def once() -> bytes:
+            resp = self._open_at(name, 0)
+            data = resp.read(SMALL_OBJECT_LIMIT + 1)
+            resp.close()
+            return data
+
+        return _limited(web.retry(f"object {name}", 4, once), name)
+
+
+class UrlSource(_RemoteSource):
     """Objects named by presigned GET URLs (the VSI then needs no key at all)."""
 
     def __init__(self, urls: dict[str, str]) -> None:
@@ -124,20 +146,8 @@ class UrlSource:
 
         return web.retry(f"object {name}", 4, probe)
 
-    def open(self, name: str) -> Reader:
-        return web.ResumingReader(lambda offset: self._open_at(name, offset), f"object {name}", self.size(name))
 
-    def fetch(self, name: str) -> bytes:
-        def once() -> bytes:
-            resp = self._open_at(name, 0)
-            data = resp.read(SMALL_OBJECT_LIMIT + 1)
-            resp.close()
-            return data
-
-        return _limited(web.retry(f"object {name}", 4, once), name)
-
-
-class S3Source:
+class S3Source(_RemoteSource):
     """Objects under a key prefix of a bucket, read with HMAC credentials."""
 
     def __init__(self, client: S3Client, prefix: str) -> None:
@@ -166,14 +176,3 @@ class S3Source:
                 raise MissingObject(f"object {name} not found at {self.client.where(self._key(name))}") from None
             raise
 
-    def open(self, name: str) -> Reader:
-        return web.ResumingReader(lambda offset: self._open_at(name, offset), f"object {name}", self.size(name))
-
-    def fetch(self, name: str) -> bytes:
-        def once() -> bytes:
-            resp = self._open_at(name, 0)
-            data = resp.read(SMALL_OBJECT_LIMIT + 1)
-            resp.close()
-            return data
-
-        return _limited(web.retry(f"object {name}", 4, once), name)
