@@ -25,7 +25,8 @@ def test_validate_ok() -> None:
 
 def test_validate_lists_every_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(EXAMPLE.read_text().replace("loadparm: 0A82CSM1", "loadparm: 0A82CSZ1").replace("zone: 1", "zone: 0"))
+    text = EXAMPLE.read_text().replace("loadparm: 0A82CSM1", "loadparm: 0A82CSZ1")
+    bad.write_text(text.replace("zone: 1", "zone: 0"))
     code, _, err = run("validate", str(bad))
     assert code == 2
     assert "images[0].ipl.loadparm" in err and "target.zone" in err and "2 problem(s)" in err

@@ -49,7 +49,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
         pytest.skip(f"needs {', '.join(missing)}")
     base = tmp_path_factory.mktemp("demo")
     workdir = base / "work"
-    result = zimage("demo", "--workdir", str(workdir), "--volumes", "2", "--cylinders", "12", cwd=base, home=base / "ph")
+    args = ("demo", "--workdir", str(workdir), "--volumes", "2", "--cylinders", "12")
+    result = zimage(*args, cwd=base, home=base / "ph")
     return workdir, result
 
 

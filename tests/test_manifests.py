@@ -38,7 +38,9 @@ def manifests_for(cfg) -> dict[str, ComponentManifest]:
     for comp in cfg.components:
         out[comp.name] = ComponentManifest(
             component=comp.name, system=comp.source, type=comp.type, generation=GEN, created=T0,
-            volumes=[staged(v.volser, v.devnum, v.devtype, v.size_bytes - 1000 * i) for i, v in enumerate(comp.volumes)],
+            volumes=[
+                staged(v.volser, v.devnum, v.devtype, v.size_bytes - 1000 * i) for i, v in enumerate(comp.volumes)
+            ],
         )
     return out
 
