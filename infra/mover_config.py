@@ -10,11 +10,13 @@ short-lived GET URL to it (`config_url`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from datamover.moverconfig import MAX_PARTS, MIN_PART, SCHEMA
@@ -71,6 +73,27 @@ def object_urls(store: ObjectStore, built: BuiltImage, expires_s: int) -> dict[s
     return urls
 
 
+def stage_wheels(store: ObjectStore, image: str, wheels: Sequence[Path]) -> list[tuple[str, str, str]]:
+    """Upload the accelerator wheels (skipped when already there): (file name, key, sha256) each."""
+    staged = []
+    for wheel in wheels:
+        data = wheel.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        key = objects.accelerator_key(image, wheel.name)
+        found = store.head(key)
+        if found is None or found.sha256 != digest:
+            store.put_bytes(key, data, objects.OCTETS)
+        staged.append((wheel.name, key, digest))
+    return staged
+
+
+def check_wheels(wheels: Sequence[Path]) -> None:
+    """Before anything is created: every configured wheel can be read."""
+    for wheel in wheels:
+        if not wheel.is_file():
+            raise FileNotFoundError(f"target.mover.accelerator_wheels: {wheel} is not a file on this machine")
+
+
 def document(
     store: ObjectStore,
     built: BuiltImage,
@@ -82,6 +105,7 @@ def document(
     expires_s: int,
     jobs: int | None = None,
     progress_every: float = 15.0,
+    wheels: Sequence[tuple[str, str, str]] = (),
 ) -> tuple[dict[str, Any], int]:
     """The mover configuration (as a dict) and how many part URLs it holds."""
     image = built.image
@@ -110,6 +134,10 @@ def document(
     }
     if jobs:
         doc["jobs"] = jobs
+    if wheels:
+        doc["accelerators"] = [
+            {"name": name, "url": store.presign_get(key, expires_s), "sha256": digest} for name, key, digest in wheels
+        ]
     return doc, count
 
 
@@ -123,6 +151,7 @@ def write(
     deadline_hours: float,
     jobs: int | None = None,
     progress_every: float = 15.0,
+    wheels: Sequence[Path] = (),
 ) -> MoverConfigObject:
     """Start the qcow2's multipart upload, clear a previous run's progress and report, store the
     mover configuration and presign the URL the user data carries."""
@@ -131,10 +160,11 @@ def write(
     # an old report would read as this run's result
     for stale in (objects.report_key(image), objects.progress_key(image)):
         store.delete(stale)
+    staged_wheels = stage_wheels(store, image, wheels)
     upload_id = store.create_multipart(objects.qcow2_key(image), objects.OCTETS, {"image": image})
     doc, parts = document(
         store, built, layout=layout, attachments=attachments, upload_id=upload_id, boot_disk_gb=boot_disk_gb,
-        expires_s=expires, jobs=jobs, progress_every=progress_every,
+        expires_s=expires, jobs=jobs, progress_every=progress_every, wheels=staged_wheels,
     )
     body = json.dumps(doc, indent=1).encode()
     key = objects.mover_config_key(image)

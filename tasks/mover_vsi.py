@@ -94,6 +94,7 @@ def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
     """The newest available image matching the config's regex (nothing is created)."""
     image = cloud.vpc.newest_image(pattern)
     get_run_logger().info("mover image: %s (newest matching %r)", image.name, pattern)
+    mover_config.check_wheels([Path(w) for w in cloud.target.mover.accelerator_wheels])
     return image
 
 
@@ -150,7 +151,7 @@ def provision_mover(
 
     written = mover_config.write(
         store, built, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS, boot_disk_gb=sizes["boot"],
-        deadline_hours=mover.deadline_hours, jobs=mover.jobs,
+        deadline_hours=mover.deadline_hours, jobs=mover.jobs, wheels=[Path(w) for w in mover.accelerator_wheels],
     )
     user_data = mover_config.user_data(written.config_url)
     instance = tracked(

@@ -258,12 +258,20 @@ class Mover(Model):
     )
     jobs: int | None = Field(None, ge=1, le=64, description="Volumes converted at once (default: CPUs)")
     deadline_hours: float = Field(24.0, gt=0, le=168, description="Longest a conversion may take")
+    accelerator_wheels: list[AbsPath] = Field(
+        default_factory=list,
+        description="Wheels of isal or zlib-ng for the mover's Python (3.10 on Ubuntu 22.04), on this machine; "
+        "uploaded with the volumes, they about double the mover's inflate speed",
+    )
     output_directory: AbsPath | None = Field(
         None, description="mode local: where <image>.qcow2, <image>-data.img and report.json are written"
     )
 
     @model_validator(mode="after")
     def _local_output(self) -> Mover:
+        for wheel in self.accelerator_wheels:
+            if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", posixpath.basename(wheel)):
+                raise ValueError(f"accelerator_wheels: {wheel!r} is not a wheel file (*.whl)")
         if self.mode == "local" and not self.output_directory:
             raise ValueError("mode local needs output_directory (where the qcow2 and data image are written)")
         return self

@@ -85,6 +85,16 @@ def volume_key(image: str, file_name: str) -> str:
     return volumes_prefix(image) + staging.checked_file_name(file_name)
 
 
+_WHEEL = re.compile(r"^[A-Za-z0-9_.+-]+\.whl$")
+
+
+def accelerator_key(image: str, wheel_file: str) -> str:
+    """A wheel the mover may import to inflate faster (isal, zlib-ng)."""
+    if not _WHEEL.fullmatch(wheel_file):
+        raise ValueError(f"{wheel_file!r} is not a wheel file name")
+    return f"{image_prefix(image)}accelerators/{wheel_file}"
+
+
 def mover_config_key(image: str) -> str:
     return image_prefix(image) + MOVER_CONFIG
 
