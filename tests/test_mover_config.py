@@ -49,5 +49,5 @@ def test_configuration_with_accelerator_wheels(cos_store: Any, s3_bucket: Any, t
 
 
 def test_missing_wheel_is_named_before_anything(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="accelerator_wheels: .*nope.whl"):
+    with pytest.raises(FileNotFoundError, match=r"accelerator_wheels: .*nope\.whl"):
         mover_config.check_wheels([tmp_path / "nope.whl"])
