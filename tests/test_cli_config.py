@@ -57,7 +57,7 @@ def test_plan_shows_user_data_without_secrets(monkeypatch: pytest.MonkeyPatch) -
     assert code == 0
     user_data = out.split("--- user data ---\n", 1)[1]
     assert user_data.startswith("#!/bin/sh")
-    assert "presigned-get-url" in user_data and "vsi --config-url" in user_data
+    assert "presigned-get-url" in user_data and "--config-url" in user_data and " vsi " in user_data
     assert "never-print" not in user_data
 
 
