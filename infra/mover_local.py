@@ -4,6 +4,7 @@ object directory, as a child process whose progress lines are passed on as they 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import datamover
+
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+
+
+def percent_of(line: str) -> float | None:
+    """The share done that a data mover progress line reports ("... 42.0% ..."), if it has one."""
+    match = _PERCENT.search(line) if line.startswith("datamover:") else None
+    return min(100.0, float(match.group(1))) if match else None
 
 
 class LocalMoverError(RuntimeError):

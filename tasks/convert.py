@@ -28,16 +28,11 @@ def convert_locally(config: str, image: str, total_bytes: int) -> dict[str, Any]
 
     def on_line(line: str) -> None:
         logger.info("%s", line)
-        # Progress lines carry "NN.N%"; the artifact is updated at most every 2 s.
-        if "%" in line and time.monotonic() - last[0] > 2:
-            for word in line.split():
-                if word.endswith("%"):
-                    try:
-                        update_progress_artifact(artifact, progress=min(100.0, float(word.rstrip("%"))))
-                        last[0] = time.monotonic()
-                    except ValueError:
-                        pass
-                    break
+        # the artifact is updated at most every 2 s
+        done = mover_local.percent_of(line)
+        if done is not None and time.monotonic() - last[0] > 2:
+            update_progress_artifact(artifact, progress=done)
+            last[0] = time.monotonic()
 
     result = mover_local.run(objects_dir, out_dir, image, cfg.image(image).layout, mover.jobs, on_line)
     update_progress_artifact(artifact, progress=100.0)

@@ -202,7 +202,8 @@ def flow_run_cancelling(flow_run_id: str | None) -> bool:
     try:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
-    except Exception:  # an API hiccup is not a cancellation
+    except Exception as exc:  # an API hiccup is not a cancellation; the next poll asks again
+        get_run_logger().warning("could not read the state of flow run %s: %s", flow_run_id, exc)
         return False
     return bool(state and (state.is_cancelling() or state.is_cancelled()))
 

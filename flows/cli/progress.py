@@ -8,14 +8,14 @@ quietened while the bars are shown (they still reach the Prefect API and the UI)
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+from infra.mover_local import percent_of
+
 _FINISHED = "Finished in state Completed"
 
 
@@ -34,8 +34,8 @@ class _Watcher(logging.Handler):
                 if task_name.startswith(f"{prefix}-"):
                     self.seen.add(task_name)
                     self.progress.advance(bar)
-        elif message.startswith("datamover:") and "convert" in self.bars and (m := _PERCENT.search(message)):
-            self.progress.update(self.bars["convert"], completed=min(100.0, float(m.group(1))))
+        elif "convert" in self.bars and (done := percent_of(message)) is not None:
+            self.progress.update(self.bars["convert"], completed=done)
 
 
 @contextmanager
