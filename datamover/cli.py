@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--objects", required=True, help="directory holding image-metadata.json, devmap, volumes")
     local.add_argument("--out", required=True, help="output directory")
     local.add_argument("--layout", choices=LAYOUTS, default="all-in-data")
+    local.add_argument("--image", help="image name, when image-metadata.json has none (the reference builder's)")
     vsi = sub.add_parser("vsi", help="run on the mover VSI from a mover configuration")
     source = vsi.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-url", help="URL of the mover configuration (JSON)")
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_local(
             os.path.abspath(args.objects), os.path.abspath(args.out), args.jobs or default_jobs(), args.layout,
             2 if args.retries is None else args.retries, 5.0 if args.retry_delay is None else args.retry_delay,
-            args.progress_every,
+            args.progress_every, args.image,
         )
     from datamover.vsi import run_vsi
 

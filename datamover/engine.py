@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
 
 from datamover.convert import Settings, VolumeResult, convert_volume
 from datamover.errors import MoverError
 from datamover.layout import plan_targets
-from datamover.manifest import DEVMAP_OBJECT, ENV_OVERRIDES_OBJECT, METADATA_OBJECT, ImageManifest, parse_manifest
+from datamover.manifest import COPIED_OBJECTS, DEVMAP_OBJECT, METADATA_OBJECT, ImageManifest, parse_manifest
 from datamover.progress import Progress, log
 from datamover.report import Report
 from datamover.sources import MissingObject, ObjectSource, fetch_optional
@@ -29,7 +28,7 @@ def default_jobs() -> int:
 class Inputs:
     manifest: ImageManifest
     devmap: bytes
-    env_overrides: Optional[bytes]
+    copied: dict[str, bytes]  # env-overrides, properties.json when present: name -> bytes
     targets: dict[str, str]  # VOLSER -> "data" | "boot"
 
 
@@ -44,7 +43,9 @@ def read_inputs(source: ObjectSource, layout: str, report: Report) -> Inputs:
         devmap = source.fetch(DEVMAP_OBJECT)
     except MissingObject as exc:
         raise MoverError(f"{exc} (the image's device map is needed)") from None
-    return Inputs(manifest, devmap, fetch_optional(source, ENV_OVERRIDES_OBJECT), targets)
+    found = {name: fetch_optional(source, name) for name in COPIED_OBJECTS}
+    copied = {name: data for name, data in found.items() if data is not None}
+    return Inputs(manifest, devmap, copied, targets)
 
 
 def probe_objects(inputs: Inputs, source: ObjectSource, progress: Progress, report: Report) -> None:

@@ -1,11 +1,10 @@
-"""What goes where (DESIGN §8): volume files by VOLSER, devmap, marker, env-overrides, owner 999:999."""
+"""What goes where (DESIGN §8): volume files by VOLSER, devmap, marker, env-overrides and
+properties.json, owner 999:999."""
 
-import json
 import os
-from typing import Optional
 
 from datamover.errors import MoverError
-from datamover.manifest import ENV_OVERRIDES_OBJECT, ImageManifest
+from datamover.manifest import COPIED_OBJECTS, ImageManifest
 
 LAYOUTS = ("all-in-data", "boot-split")
 DATA_LABEL = "zvolumes"
@@ -21,25 +20,23 @@ def plan_targets(manifest: ImageManifest, layout: str) -> dict[str, str]:
     if layout == "all-in-data":
         return {v.name: "data" for v in manifest.volumes}
     if not any(v.boot for v in manifest.volumes):
-        raise MoverError("layout boot-split: image-metadata.json marks no volume with \"boot\": true")
+        raise MoverError('layout boot-split: image-metadata.json marks no volume with "boot": true')
     return {v.name: "boot" if v.boot else "data" for v in manifest.volumes}
 
 
-def write_aux_files(directory: str, devmap: bytes, env_overrides: Optional[bytes]) -> list[str]:
-    """Write devmap, the marker and env-overrides/properties.json; return the paths created,
-    relative to `directory`, directories before their contents."""
+def write_aux_files(directory: str, devmap: bytes, copied: dict[str, bytes]) -> list[str]:
+    """Write devmap, the marker and the copied objects (env-overrides, properties.json: their bytes
+    as they are, never parsed, as the reference mover copies them); return the file names created."""
+    unknown = sorted(set(copied) - set(COPIED_OBJECTS))
+    if unknown:
+        raise MoverError(f"object(s) {', '.join(unknown)} are not copied to the data volume")
     created = [DEVMAP, MARKER]
     _write(os.path.join(directory, DEVMAP), devmap)
     _write(os.path.join(directory, MARKER), b"")
-    if env_overrides is not None:
-        try:
-            json.loads(env_overrides)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MoverError(f"object {ENV_OVERRIDES_OBJECT}: not valid JSON: {exc}") from exc
-        folder = os.path.dirname(ENV_OVERRIDES_OBJECT)
-        os.makedirs(os.path.join(directory, folder), mode=0o755, exist_ok=True)
-        _write(os.path.join(directory, ENV_OVERRIDES_OBJECT), env_overrides)
-        created += [folder, ENV_OVERRIDES_OBJECT]
+    for name in COPIED_OBJECTS:
+        if name in copied:
+            _write(os.path.join(directory, name), copied[name])
+            created.append(name)
     return created
 
 

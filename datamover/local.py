@@ -17,6 +17,7 @@ from datamover.convert import Settings
 from datamover.engine import convert_all, phase, probe_objects, read_inputs
 from datamover.errors import MoverError
 from datamover.layout import DATA_LABEL, OWNER, data_volume_bytes, write_aux_files
+from datamover.names import check_image_name
 from datamover.progress import Progress, Ticker, log
 from datamover.report import Report
 from datamover.sources import LocalSource
@@ -32,8 +33,10 @@ def run_local(
     retries: int = 2,
     retry_delay: float = 5.0,
     progress_every: float = 5.0,
+    image: Optional[str] = None,
 ) -> int:
-    """Exit status: 0, or 1 with a one-line error on stderr; report.json is written either way."""
+    """Exit status: 0, or 1 with a one-line error on stderr; report.json is written either way.
+    `image` names the outputs when image-metadata.json does not (the reference builder's files)."""
     report = Report("local")
     report.inflate, zmod = inflate_module()
     report.jobs = jobs
@@ -42,7 +45,7 @@ def run_local(
         os.makedirs(out, exist_ok=True)
         source = LocalSource(objects)
         inputs = read_inputs(source, layout, report)
-        image = inputs.manifest.name
+        image = report.image = image_name(inputs.manifest.name, image)
         data_img = os.path.join(out, f"{image}-data.img")
         qcow2 = os.path.join(out, f"{image}.qcow2")
         for stale in (data_img, qcow2):  # outputs of an earlier run must not pass for this one's
@@ -57,7 +60,7 @@ def run_local(
         settings = Settings(zmod, retries, retry_delay, sync=False)  # the images are what must last
         with Ticker(progress, progress_every):
             convert_all(inputs, source, dirs, jobs, settings, progress, report)
-        created = write_aux_files(dirs["data"], inputs.devmap, inputs.env_overrides)
+        created = write_aux_files(dirs["data"], inputs.devmap, inputs.copied)
         sizes = {t: sum(v.bytes for v in report.volumes if v.target == t) for t in dirs}
         with phase(report, "data-image"):
             _build_image(data_img, dirs["data"], DATA_LABEL, data_volume_bytes(sizes["data"]), created)
@@ -80,6 +83,18 @@ def run_local(
         return 1
     log(f"done: {report.outputs['data-image']}, {report.outputs['qcow2']}")
     return 0
+
+
+def image_name(in_metadata: Optional[str], given: Optional[str]) -> str:
+    """The image's name from image-metadata.json or the command line; they must agree."""
+    if given is not None:
+        check_image_name(given, "--image")
+    if in_metadata and given and in_metadata != given:
+        raise MoverError(f"image-metadata.json names image {in_metadata!r}, --image {given!r}")
+    name = in_metadata or given
+    if not name:
+        raise MoverError("image-metadata.json has no image.name (a reference builder's file): give --image NAME")
+    return name
 
 
 def _build_image(image: str, directory: str, label: Optional[str], size: int, extra: list[str]) -> None:

@@ -1,7 +1,8 @@
 """image-metadata.json (DESIGN §6): parsing and validation.
 
-Files written by the reference builder may lack everything but each volume's name and file-name; the
-checks that need a missing field are then skipped and the report says so.
+Files written by the reference builder may lack everything but each volume's name, file-name,
+compression and boot flag, and the image's name (the reference mover takes it from its
+environment); the checks that need a missing field are then skipped and the report says so.
 """
 
 import json
@@ -14,7 +15,10 @@ from datamover.names import check_image_name, check_object_name, check_volser
 
 METADATA_OBJECT = "image-metadata.json"
 DEVMAP_OBJECT = "devmap"
-ENV_OVERRIDES_OBJECT = "env-overrides/properties.json"
+ENV_OVERRIDES_OBJECT = "env-overrides"
+PROPERTIES_OBJECT = "properties.json"
+# Optional objects copied as they are, under their own names, to the data volume's root.
+COPIED_OBJECTS = (ENV_OVERRIDES_OBJECT, PROPERTIES_OBJECT)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DEVNUM = re.compile(r"[0-9A-Fa-f]{4}")
@@ -36,7 +40,7 @@ class VolumeEntry:
 
 @dataclass(frozen=True)
 class ImageManifest:
-    name: str
+    name: Optional[str]  # None in the reference builder's files
     size: Optional[int]
     boot_size: Optional[int]
     volumes: tuple[VolumeEntry, ...]
@@ -101,9 +105,11 @@ def parse_manifest(raw: bytes) -> ImageManifest:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MoverError(f"{METADATA_OBJECT}: not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("image"), dict):
-        raise MoverError(f"{METADATA_OBJECT}: expected an object with an 'image' object")
-    image = doc["image"]
+    if not isinstance(doc, dict):
+        raise MoverError(f"{METADATA_OBJECT}: expected an object with a 'volumes' list")
+    image = doc.get("image", {})
+    if not isinstance(image, dict):
+        raise MoverError(f"{METADATA_OBJECT}: 'image' must be an object")
     volumes = doc.get("volumes")
     if not isinstance(volumes, list) or not volumes:
         raise MoverError(f"{METADATA_OBJECT}: 'volumes' must be a non-empty list")
@@ -116,7 +122,7 @@ def parse_manifest(raw: bytes) -> ImageManifest:
                 raise MoverError(f"volumes[{i}].{key.replace('_', '-')}: {value!r} appears twice")
             seen.add(value)
     return ImageManifest(
-        name=check_image_name(image.get("name"), "image.name"),
+        name=None if image.get("name") is None else check_image_name(image["name"], "image.name"),
         size=_optional(image, "size", int, "image"),
         boot_size=_optional(image, "boot-size", int, "image"),
         volumes=parsed,

@@ -118,10 +118,11 @@ def _convert(
 ) -> None:
     progress.set_phase("reading inputs")
     inputs = read_inputs(source, config.layout, report)
-    if inputs.manifest.name != config.image:
+    if inputs.manifest.name is not None and inputs.manifest.name != config.image:
         raise MoverError(
             f"image-metadata.json names image {inputs.manifest.name!r}, the mover configuration {config.image!r}"
         )
+    report.image = config.image  # image-metadata.json of the reference builder names none
     devices = attachment_devices(config.attachments)
     probe_objects(inputs, source, progress, report)
     progress.set_phase("formatting")
@@ -146,7 +147,7 @@ def _convert(
 
 
 def _finish_files(inputs: Inputs, dirs: dict[str, str]) -> None:
-    created = write_aux_files(dirs["data"], inputs.devmap, inputs.env_overrides)
+    created = write_aux_files(dirs["data"], inputs.devmap, inputs.copied)
     paths = [os.path.join(dirs["data"], p) for p in created]
     paths += [os.path.join(dirs[inputs.targets[v.name]], v.name) for v in inputs.manifest.volumes]
     for path in [dirs["data"], dirs["boot"], *paths]:

@@ -42,7 +42,8 @@ def _report(out: Path) -> dict:
 def test_all_in_data_holds_identical_volumes_owned_by_999(mover_objects: MoverObjects, tmp_path: Path) -> None:
     _three_volumes(mover_objects, tmp_path)
     props = b'{"zos.ipl.loadparm": "0A82CSM1"}'
-    objects = mover_objects.write(env_overrides=props)
+    overrides = b"# not JSON: copied as it is\nZOS_SYSTEM=S0W1\n"
+    objects = mover_objects.write(env_overrides=overrides, properties=props)
     out = tmp_path / "out"
 
     done = run_datamover("local", "--objects", str(objects), "--out", str(out), *QUICK)
@@ -51,15 +52,17 @@ def test_all_in_data_holds_identical_volumes_owned_by_999(mover_objects: MoverOb
     data, qcow2 = out / "zos25-dev-data.img", out / "zos25-dev.qcow2"
     e2fsck_clean(data)
     assert ext2_label(data) == "zvolumes"
-    assert ext2_names(data) >= {"ZRES01", "WORK01", "SYN#01", "devmap", ".zosprepared", "env-overrides"}
+    names = {"ZRES01", "WORK01", "SYN#01", "devmap", ".zosprepared", "env-overrides", "properties.json"}
+    assert ext2_names(data) - {"lost+found"} == names
     for volser, raw in mover_objects.raw.items():
         assert ext2_dump(data, f"/{volser}", tmp_path / f"{volser}.back") == raw.read_bytes(), volser
         assert ext2_stat(data, f"/{volser}")["uid"] == 999
         assert ext2_stat(data, f"/{volser}")["gid"] == 999
-    for aux in ("/devmap", "/.zosprepared", "/env-overrides", "/env-overrides/properties.json", "/"):
+    for aux in ("/devmap", "/.zosprepared", "/env-overrides", "/properties.json", "/"):
         assert (ext2_stat(data, aux)["uid"], ext2_stat(data, aux)["gid"]) == (999, 999), aux
     assert ext2_dump(data, "/devmap", tmp_path / "devmap") == (objects / "devmap").read_bytes()
-    assert ext2_dump(data, "/env-overrides/properties.json", tmp_path / "p.json") == props
+    assert ext2_dump(data, "/properties.json", tmp_path / "p.json") == props
+    assert ext2_dump(data, "/env-overrides", tmp_path / "env") == overrides
     assert ext2_stat(data, "/.zosprepared")["size"] == 0
     # an empty CKD volume is mostly zeros: they stay holes (512-byte blocks << size)
     zres = ext2_stat(data, "/ZRES01")

@@ -83,7 +83,7 @@ def test_vsi_converts_into_attached_volumes_and_uploads_qcow2_then_report(
     vsi_emulation: VsiEmulation, object_server: ObjectServer, mover_objects: MoverObjects, tmp_path: Path
 ) -> None:
     _volumes(mover_objects, tmp_path)
-    objects = mover_objects.write(env_overrides=b'{"a": 1}')
+    objects = mover_objects.write(env_overrides=b"ZOS_SYSTEM=S0W1\n", properties=b'{"a": 1}')
 
     done = _run(vsi_emulation, object_server, _presigned(object_server, objects))
 
@@ -93,9 +93,10 @@ def test_vsi_converts_into_attached_volumes_and_uploads_qcow2_then_report(
     data = vsi_emulation.devices["data"]
     e2fsck_clean(data)
     assert ext2_label(data) == "zvolumes"
-    assert ext2_names(data) >= {"WORK01", "devmap", ".zosprepared", "env-overrides"}
+    assert ext2_names(data) >= {"WORK01", "devmap", ".zosprepared", "env-overrides", "properties.json"}
+    assert ext2_dump(data, "/env-overrides", tmp_path / "e") == b"ZOS_SYSTEM=S0W1\n"
     assert ext2_dump(data, "/WORK01", tmp_path / "w.back") == mover_objects.raw["WORK01"].read_bytes()
-    for path in ("/", "/WORK01", "/devmap", "/.zosprepared", "/env-overrides/properties.json"):
+    for path in ("/", "/WORK01", "/devmap", "/.zosprepared", "/env-overrides", "/properties.json"):
         assert (ext2_stat(data, path)["uid"], ext2_stat(data, path)["gid"]) == (999, 999), path
 
     uploads = object_server.state

@@ -57,17 +57,22 @@ class MoverObjects:
         self.entries.append(entry)
         return entry
 
-    def write(self, image: str = "zos25-dev", env_overrides: bytes | None = None) -> Path:
+    def write(
+        self, image: str | None = "zos25-dev", env_overrides: bytes | None = None, properties: bytes | None = None
+    ) -> Path:
+        """image None: image-metadata.json names no image, as the reference builder's does not."""
         sizes = [e.get("size", 0) for e in self.entries]
         doc = {"image": {"name": image, "size": sum(sizes), "boot-size": 0}, "volumes": self.entries}
+        if image is None:
+            del doc["image"]["name"]
         (self.root / "image-metadata.json").write_text(json.dumps(doc, indent=1))
         devmap = "[system]\nmemory 16g\n\n[manager]\nname awsckd 0001\n" + "".join(
             f"device {e.get('devnum', '0A80')} 3390 3990 /volumes/{e['name']}\n" for e in self.entries
         )
         (self.root / "devmap").write_text(devmap)
-        if env_overrides is not None:
-            (self.root / "env-overrides").mkdir(exist_ok=True)
-            (self.root / "env-overrides" / "properties.json").write_bytes(env_overrides)
+        for name, content in (("env-overrides", env_overrides), ("properties.json", properties)):
+            if content is not None:
+                (self.root / name).write_bytes(content)
         return self.root
 
 
