@@ -23,6 +23,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -131,6 +133,10 @@ class Storage(SshEndpoint):
     transport: Literal["sftp", "local"] = Field(
         "sftp", description="'local': the staging directory is on this machine (demo, tests)"
     )
+    authorized_keys_file: str = Field(
+        "~/.ssh/authorized_keys",
+        description="On the storage server: where deploy-host authorises its short-lived, read-only pull key",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> Storage:
@@ -224,6 +230,11 @@ class Cos(Model):
     bucket: str = Field(description="Bucket for volumes, auxiliary files and the qcow2")
     region: str
     endpoint: Url | None = Field(None, description="null: the bucket's direct endpoint")
+    key_layout: Literal["per-image", "reference"] = Field(
+        "per-image",
+        description="per-image: each image's objects under <image>/; reference: at the bucket root, where the "
+        "existing builder's data_mover.py and Terraform read them (one image per bucket at a time)",
+    )
     hmac_access_key_id_env: EnvName = "COS_HMAC_ACCESS_KEY_ID"
     hmac_secret_access_key_env: EnvName = "COS_HMAC_SECRET_ACCESS_KEY"
     hmac_block: BlockName | None = Field(
@@ -397,6 +408,15 @@ class Devmap(Model):
     managers: list[DevmapManager] = Field(default_factory=list)
 
 
+def local_path(value: str, base_dir: str | None) -> str:
+    """A path on this machine named in the config: absolute, ~/..., or relative to the config's directory."""
+    if not value.strip() or "\n" in value or "\x00" in value:
+        raise ValueError(f"{value!r} is not a file path")
+    if value.startswith(("/", "~")) or base_dir is None:
+        return value
+    return posixpath.normpath(posixpath.join(base_dir, value))
+
+
 class Image(Model):
     name: Annotated[VpcName, Field(max_length=58)]  # leaves room for the '-data' snapshot suffix
     components: list[VpcName] = Field(min_length=1)
@@ -405,6 +425,17 @@ class Image(Model):
     ipl: Ipl
     network: Network = Network()
     devmap: Devmap = Devmap()
+    env_overrides: str | None = Field(
+        None, description="Local file uploaded as-is and copied to the data volume's root as env-overrides"
+    )
+    properties: str | None = Field(
+        None, description="Local file uploaded as-is and copied to the data volume's root as properties.json"
+    )
+
+    @field_validator("env_overrides", "properties")
+    @classmethod
+    def _local_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else local_path(value, (info.context or {}).get("base_dir"))
 
     @model_validator(mode="after")
     def _os(self) -> Image:
@@ -415,6 +446,94 @@ class Image(Model):
     @property
     def snapshot_name(self) -> str:
         return f"{self.name}-data"
+
+
+# --- Wazi aaS servers zimage may stop or export (DESIGN.md §17) ----------------------------
+
+
+def _one_line(value: str) -> str:
+    if not value.strip() or "\n" in value or "\r" in value:
+        raise ValueError("the shutdown command must be one non-empty line")
+    return value
+
+
+class Shutdown(Model):
+    command: Annotated[str, AfterValidator(_one_line)] = Field(
+        description="The site's shutdown procedure, run over SSH on z/OS UNIX; it must end with exit status 0"
+    )
+    timeout_minutes: float = Field(
+        20, gt=0, le=24 * 60, description="Longest wait, command included, until z/OS no longer answers"
+    )
+
+
+class Instance(SshEndpoint):
+    """A Wazi aaS server: its VPC instance name and how to reach its z/OS over SSH."""
+
+    name: VpcName = Field(description="The VPC instance name")
+    shutdown: Shutdown
+    data_volume: VpcName | None = Field(
+        None, description="Name of the volume or attachment holding the z/OS volumes; default: the only data volume"
+    )
+    system: Sysname | None = Field(
+        None, description="System name whose staging directory receives exports of components not in the config"
+    )
+
+    @model_validator(mode="after")
+    def _key(self) -> Instance:
+        self._needs_key(True)
+        return self
+
+
+# --- emulator hosts (DESIGN.md §15) ---------------------------------------------------------
+
+_OWNER = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}:[0-9]{1,10})$")
+_COMMAND_NAME = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
+
+
+def _owner(value: str) -> str:
+    if not _OWNER.fullmatch(value):
+        raise ValueError(f"owner {value!r}: expected a user name (e.g. ibmsys1) or uid:gid (e.g. 1000:1000)")
+    return value
+
+
+def _command_name(value: str) -> str:
+    if not _COMMAND_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a command name or path (letters, digits, _ . / + -)")
+    return value
+
+
+class HostDevmap(Model):
+    """Settings of the host's devmap; what is not given comes from the image's devmap."""
+
+    system: DevmapSystem | None = None
+    managers: list[DevmapManager] | None = None
+
+
+class Host(SshEndpoint):
+    """A Linux machine where z/OS runs under zPDT, ZD&T or IBM Test Accelerator for Z."""
+
+    name: VpcName
+    root: AbsPath = Field(description="Absolute directory on the host; zimage owns what is below it")
+    owner: Annotated[str, AfterValidator(_owner)] = Field(
+        description="User or uid:gid owning the volume files and the devmap"
+    )
+    keep: int = Field(2, ge=1, le=100, description="Deployed sets kept per image, the current one included")
+    network: Network | None = Field(None, description="Values of the network symbols; default: the image's")
+    devmap: HostDevmap = HostDevmap()
+    python: Annotated[str, AfterValidator(_command_name)] = Field(
+        "python3", description="Python 3.8 or later on the host (runs the data mover)"
+    )
+    data_path: Literal["auto", "direct", "local", "relay"] = Field(
+        "auto",
+        description="How volumes reach the host: 'direct' pulls from the storage server, 'local' reads them on the "
+        "host (storage and host are one machine), 'relay' passes them through this machine; 'auto' picks local "
+        "when storage has the same host and port, else direct when the host reaches the storage server, else relay",
+    )
+
+    @model_validator(mode="after")
+    def _key(self) -> Host:
+        self._needs_key(True)
+        return self
 
 
 # --- the whole file ------------------------------------------------------------------------
@@ -432,21 +551,28 @@ class Issue(BaseModel):
         return f"{where}{self.path or '(top level)'}: {self.message}"
 
 
+class NoTarget(ValueError):
+    """An IBM Cloud flow was asked of a config without a target: section."""
+
+
 class ConfigError(ValueError):
     def __init__(self, issues: list[Issue], source: str = "config"):
         self.issues = issues
         self.source = source
-        super().__init__(
-            f"{source}: {len(issues)} problem(s)\n" + "\n".join(f"  {i}" for i in issues)
-        )
+        if len(issues) == 1:  # one line: it is what a failed run's state message shows
+            super().__init__(f"{source}: {issues[0]}")
+        else:
+            super().__init__(f"{source}: {len(issues)} problem(s)\n" + "\n".join(f"  {i}" for i in issues))
 
 
 class Config(Model):
     storage: Storage
     sources: list[Source] = Field(min_length=1)
-    target: Target
+    target: Target | None = Field(None, description="IBM Cloud; needed only by the IBM Cloud flows")
     components: list[Component] = Field(min_length=1)
     images: list[Image] = Field(default_factory=list)
+    instances: list[Instance] = Field(default_factory=list, description="Wazi aaS servers to stop or export")
+    hosts: list[Host] = Field(default_factory=list, description="Emulator hosts deploy-host installs images on")
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
@@ -463,16 +589,34 @@ class Config(Model):
             "source": {s.name: s for s in self.sources},
             "component": {c.name: c for c in self.components},
             "image": {i.name: i for i in self.images},
+            "host": {h.name: h for h in self.hosts},
+            "instance": {i.name: i for i in self.instances},
         }
 
     def source(self, name: str) -> Source:
         return self._lookup("source", name)
+
+    def host(self, name: str) -> Host:
+        return self._lookup("host", name)
+
+    @property
+    def cloud(self) -> Target:
+        """The IBM Cloud section, for the flows that need it."""
+        if self.target is None:
+            raise NoTarget(
+                "this config has no target: section (IBM Cloud); add one to deploy to IBM Cloud, "
+                "or deploy to an emulator host with `zimage run deploy-host`"
+            )
+        return self.target
 
     def component(self, name: str) -> Component:
         return self._lookup("component", name)
 
     def image(self, name: str) -> Image:
         return self._lookup("image", name)
+
+    def instance(self, name: str) -> Instance:
+        return self._lookup("instance", name)
 
     def image_components(self, image: Image) -> list[Component]:
         return [self.component(n) for n in image.components]
@@ -485,7 +629,14 @@ class Config(Model):
             return self._by_name[kind][name]
         except KeyError:
             known = ", ".join(sorted(self._by_name[kind])) or "none"
-            raise KeyError(f"no {kind} named {name!r} in the config (known: {known})") from None
+            raise UnknownName(f"no {kind} named {name!r} in the config (known: {known})") from None
+
+
+class UnknownName(KeyError):
+    """A name the config does not hold; its text is the message alone (KeyError's would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def _duplicates(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -499,7 +650,14 @@ def _duplicates(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
 
 def _cross_check(cfg: Config) -> Iterator[Issue]:
     """Rules that span several parts of the file."""
-    for kind, items in (("sources", cfg.sources), ("components", cfg.components), ("images", cfg.images)):
+    kinds = (
+        ("sources", cfg.sources),
+        ("components", cfg.components),
+        ("images", cfg.images),
+        ("instances", cfg.instances),
+        ("hosts", cfg.hosts),
+    )
+    for kind, items in kinds:
         for path, msg in _duplicates((f"{kind}[{i}].name", x.name) for i, x in enumerate(items)):
             yield Issue(path=path, message=f"duplicate name: {msg}")
     sources = {s.name for s in cfg.sources}
@@ -649,8 +807,9 @@ def _parse_path(path: str) -> tuple[int | str, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path))
 
 
-def parse_config(text: str, source: str = "config") -> Config:
-    """Parse and check a YAML config; raises ConfigError with every problem found."""
+def parse_config(text: str, source: str = "config", base_dir: str | None = None) -> Config:
+    """Parse and check a YAML config; raises ConfigError with every problem found. Relative local
+    file paths (images[].env_overrides, images[].properties) are made absolute against base_dir."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -662,9 +821,18 @@ def parse_config(text: str, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError([Issue(path="", message="expected a mapping with storage, sources, target, ...")], source)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_issues_from(exc, root), source) from None
+
+
+def issue_at(text: str, path: str, message: str) -> Issue:
+    """An Issue found after parsing (e.g. a named file that cannot be read), with its YAML line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+    return Issue(path=path, message=message, line=_line_of(root, _parse_path(path)))
 
 
 def dump_config(cfg: Config) -> str:
