@@ -34,6 +34,7 @@ from infra.staging_store import (
 )
 from zimage import devices, names, staging
 from zimage.config import Component, Config, Source, Storage, Volume
+from zimage.denial import access_denial
 from zimage.manifests import StagedVolume
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -200,6 +201,13 @@ def run_extraction(source: Source, volume: Volume, target: StagingTarget) -> Ext
     except ssh.SshError as exc:
         raise ExtractionError(f"{what}: {exc}", retryable=exc.retryable) from None
     if status != 0:
+        denied = access_denial(stderr.decode("utf-8", "replace"))
+        if denied:  # the same on every try: say so at once
+            raise ExtractionError(
+                f"{what}: access denied (exit status {status}): {denied}; grant {source.username} the access "
+                "the command needs, a retry will not help",
+                retryable=False,
+            )
         raise ExtractionError(f"{what}: exit status {status}; stderr:\n  {_tail(stderr)}", retryable=True)
     return parse_report(stdout, stderr, what)
 

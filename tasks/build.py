@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from infra.configfile import load_config
 from infra.staging_store import StagingError, find_manifest, open_store, verify_file
+from tasks.retry import retryable
 from zimage import staging
 from zimage.build import BuiltImage, build_image
 from zimage.manifests import ComponentManifest
@@ -19,7 +20,8 @@ class NoGeneration(RuntimeError):
     pass
 
 
-@task(name="read-manifests", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="read-manifests", task_run_name="read-manifests-{image}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def read_manifests(config: str, image: str, generations: dict[str, str] | None = None) -> dict[str, ComponentManifest]:
     """The newest verified generation of each component of the image, or the ones named."""
     cfg = load_config(config)
@@ -45,12 +47,13 @@ def read_manifests(config: str, image: str, generations: dict[str, str] | None =
     return out
 
 
-@task(name="build-image", cache_policy=NO_CACHE)
+@task(name="assemble-image", task_run_name="assemble-{image}", cache_policy=NO_CACHE)
 def build(config: str, image: str, manifests: dict[str, ComponentManifest]) -> BuiltImage:
     return build_image(load_config(config), image, manifests)
 
 
-@task(name="check-staged-volumes", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="check-staged-volumes", task_run_name="check-staged-{built.image}", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def check_staged(config: str, built: BuiltImage) -> None:
     """Every volume file is still there with the size its manifest records (no download)."""
     cfg = load_config(config)
@@ -64,7 +67,7 @@ def check_staged(config: str, built: BuiltImage) -> None:
                 raise StagingError(f"volume {vol.name}: staged file {path} is {found}")
 
 
-@task(name="verify-staged-volumes", cache_policy=NO_CACHE)
+@task(name="verify-staged-volumes", task_run_name="verify-staged-{built.image}", cache_policy=NO_CACHE)
 def verify_staged(config: str, built: BuiltImage) -> None:
     """Full check: sha256 of every staged file computed on the storage server."""
     cfg = load_config(config)
@@ -78,7 +81,8 @@ def image_dir(root: str, image: str) -> str:
     return posixpath.join(root, "images", image)
 
 
-@task(name="save-build", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="save-build", task_run_name="save-build-{built.image}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def save_build(config: str, built: BuiltImage) -> str:
     cfg = load_config(config)
     directory = image_dir(cfg.storage.root, built.image)

@@ -52,7 +52,7 @@ def ensure_limit(name: str, limit: int) -> bool:
         return True
 
 
-@task(name="check-extraction", cache_policy=NO_CACHE)
+@task(name="check-extraction", task_run_name="check-extraction-{component}", cache_policy=NO_CACHE)
 def check_extraction(config: str, component: str, generation: str) -> dict[str, Any]:
     """Preflight: nothing is written but a probe file in the staging directory."""
     cfg = load_config(config)
@@ -83,7 +83,8 @@ def extract_volume(config: str, component: str, volser: str, generation: str) ->
     return {**staged.volume.model_dump(mode="json"), "sent": staged.sent, "seconds": staged.seconds}
 
 
-@task(name="discard-volumes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="discard-volumes", task_run_name="discard-{component}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=5, retry_condition_fn=retryable)
 def discard_volumes(config: str, component: str, volsers: list[str], generation: str) -> list[str]:
     """Remove what failed volumes left in this generation (verified volumes stay for a resume)."""
     cfg = load_config(config)
@@ -93,7 +94,8 @@ def discard_volumes(config: str, component: str, volsers: list[str], generation:
         return [n for v in volsers for n in extraction.discard_volume(store, directory, v, generation)]
 
 
-@task(name="write-manifest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="write-manifest", task_run_name="write-manifest-{component}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=5, retry_condition_fn=retryable)
 def record_generation(config: str, component: str, generation: str, volumes: list[dict[str, Any]]) -> str:
     """Write the generation's manifest beside the volumes, then drop the per-volume records it replaces."""
     cfg = load_config(config)
@@ -113,7 +115,8 @@ def record_generation(config: str, component: str, generation: str, volumes: lis
     return path
 
 
-@task(name="prune-generations", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="prune-generations", task_run_name="prune-{component}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=5, retry_condition_fn=retryable)
 def prune_generations(config: str, component: str, generation: str) -> list[str]:
     """Delete generations beyond the component's retention (only after `generation` is recorded)."""
     cfg = load_config(config)

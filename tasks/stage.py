@@ -15,6 +15,7 @@ from infra.configfile import load_config
 from infra.cos import open_object_store
 from infra.object_store import put_auxiliary
 from infra.sftp_source import open_source
+from tasks.retry import retryable
 from zimage import objects, staging
 from zimage.build import BuiltImage
 from zimage.manifests import ImageVolume
@@ -36,6 +37,7 @@ def _log_progress(volser: str):
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
+    retry_condition_fn=retryable,
     cache_policy=NO_CACHE,
 )
 def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]:
@@ -62,7 +64,8 @@ def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]
     }
 
 
-@task(name="stage-auxiliary", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="stage-auxiliary", task_run_name="stage-auxiliary-{built.image}", retries=3, retry_delay_seconds=5,
+      retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def stage_auxiliary(config: str, built: BuiltImage) -> list[str]:
     """image-metadata.json (application/json: the reference mover needs that type) and devmap."""
     cfg = load_config(config)
