@@ -7,7 +7,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 from datamover import ckd
 from datamover.codec import GzipError, gunzip, passthrough
@@ -15,7 +15,7 @@ from datamover.errors import Cancelled, MoverError, VolumeError
 from datamover.manifest import VolumeEntry
 from datamover.pipeline import Consumer, Prefetcher
 from datamover.progress import MB, Progress, log
-from datamover.sink import SparseWriter
+from datamover.sink import BlockWriter, SparseWriter
 from datamover.sources import MissingObject, ObjectSource
 
 # compressed bytes per read: small enough that the inflater's unconsumed input, copied at every call
@@ -59,7 +59,7 @@ def convert_volume(
     vol: VolumeEntry,
     target: str,
     source: ObjectSource,
-    path: str,
+    dest: Union[str, Callable[[], BlockWriter]],  # a file path, or what opens the volume's writer
     progress: Progress,
     cancel: threading.Event,
     settings: Settings,
@@ -73,7 +73,7 @@ def convert_volume(
         progress.begin(vol.name)
         start = time.monotonic()
         try:
-            _convert_once(vol, source, path, progress, cancel, settings, result)
+            _convert_once(vol, source, dest, progress, cancel, settings, result)
         except Cancelled as exc:
             result.state, result.error = "cancelled", str(exc)
             break
@@ -106,7 +106,7 @@ def convert_volume(
 def _convert_once(
     vol: VolumeEntry,
     source: ObjectSource,
-    path: str,
+    dest: Union[str, Callable[[], BlockWriter]],
     progress: Progress,
     cancel: threading.Event,
     settings: Settings,
@@ -117,7 +117,7 @@ def _convert_once(
     with ExitStack() as cleanup:  # in reverse: stop the sink thread, close the file, stop the reader
         feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n), PREFETCH)
         cleanup.callback(feed.close)
-        writer = SparseWriter(path)
+        writer = SparseWriter(dest) if isinstance(dest, str) else dest()
         cleanup.callback(writer.abort)
 
         def sink(out: bytes) -> None:  # on its own thread: hashing and writing overlap inflating

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 from datamover.convert import Settings, VolumeResult, convert_volume
 from datamover.errors import MoverError
@@ -15,6 +16,7 @@ from datamover.layout import plan_targets
 from datamover.manifest import COPIED_OBJECTS, DEVMAP_OBJECT, METADATA_OBJECT, ImageManifest, parse_manifest
 from datamover.progress import Progress, log
 from datamover.report import Report
+from datamover.sink import BlockWriter
 from datamover.sources import MissingObject, ObjectSource, fetch_optional
 
 
@@ -86,18 +88,18 @@ def convert_all(
     settings: Settings,
     progress: Progress,
     report: Report,
+    open_writer: Optional[Callable[[str, str], BlockWriter]] = None,
 ) -> None:
-    """Convert every volume into dirs[target]/VOLSER; the first volume that stays wrong cancels
-    the rest and fails the run with that volume named."""
+    """Convert every volume into dirs[target]/VOLSER, or into what open_writer(target, VOLSER) gives;
+    the first volume that stays wrong cancels the rest and fails the run with that volume named."""
     cancel = threading.Event()
     vols = sorted(inputs.manifest.volumes, key=lambda v: -(v.size or 0))  # longest first
 
     def one(index: int) -> None:
         vol = inputs.manifest.volumes[index]
         target = inputs.targets[vol.name]
-        result = convert_volume(
-            vol, target, source, os.path.join(dirs[target], vol.name), progress, cancel, settings
-        )
+        dest = os.path.join(dirs[target], vol.name) if open_writer is None else lambda: open_writer(target, vol.name)
+        result = convert_volume(vol, target, source, dest, progress, cancel, settings)
         report.volumes[index] = result
         if result.state == "failed":
             cancel.set()

@@ -1,4 +1,5 @@
-"""Writing a volume file in which all-zero blocks stay holes (sparse files)."""
+"""Writing a volume in which all-zero blocks stay holes: into a sparse file of its own, or (datamover.ext2)
+straight into the blocks of a file system image."""
 
 import functools
 import os
@@ -12,13 +13,17 @@ def _zeros(length: int) -> bytes:
     return bytes(length)
 
 
-class SparseWriter:
-    """Sequential writer that skips all-zero blocks and sets the length at close."""
+def pwrite_all(fd: int, view: memoryview, at: int) -> None:
+    while view:
+        done = os.pwrite(fd, view, at)
+        view, at = view[done:], at + done
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        # O_TRUNC: a retried volume starts from an empty file, so the holes read back as zeros
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+class BlockWriter:
+    """Sequential writer that skips all-zero blocks; where the other blocks go is the subclass's
+    `_pwrite` (block-aligned offsets of the volume), what closing means its `_finish`."""
+
+    def __init__(self) -> None:
         self._pos = 0  # file offset of the next whole block
         self._carry = b""  # bytes short of a whole block, kept for the next write
         self.written = 0  # bytes really written (not holes)
@@ -55,27 +60,47 @@ class SparseWriter:
         self._pos += end - start
 
     def _pwrite(self, view: memoryview, at: int) -> None:
-        while view:
-            done = os.pwrite(self._fd, view, at)
-            view, at = view[done:], at + done
-            self.written += done
+        raise NotImplementedError
+
+    def _finish(self, sync: bool) -> None:
+        raise NotImplementedError
 
     @property
     def size(self) -> int:
         return self._pos + len(self._carry)
 
     def close(self, sync: bool = True) -> None:
-        """Write the last partial block, set the file length, optionally make it durable."""
+        """Write the last partial block, then finish (length, durability) as the subclass does."""
         try:
             if self._carry.strip(b"\0"):
                 self._pwrite(memoryview(self._carry), self._pos)
             self._pos += len(self._carry)
             self._carry = b""
-            os.ftruncate(self._fd, self._pos)
-            if sync:
-                os.fsync(self._fd)
+            self._finish(sync)
         finally:
             self.abort()
+
+    def abort(self) -> None:
+        """Release what the writer holds (no-op once closed)."""
+
+
+class SparseWriter(BlockWriter):
+    """A volume file of its own in which all-zero blocks stay holes; the length is set at close."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        # O_TRUNC: a retried volume starts from an empty file, so the holes read back as zeros
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+    def _pwrite(self, view: memoryview, at: int) -> None:
+        pwrite_all(self._fd, view, at)
+        self.written += len(view)
+
+    def _finish(self, sync: bool) -> None:
+        os.ftruncate(self._fd, self._pos)
+        if sync:
+            os.fsync(self._fd)
 
     def abort(self) -> None:
         if self._fd >= 0:
