@@ -9,9 +9,8 @@
 Errors are MoverError subclasses whose message names the file, data set and member.
 """
 
-from __future__ import annotations
-
 import re
+from typing import Optional
 
 from datamover import pds
 from datamover.volume import VolumeImage
@@ -20,7 +19,7 @@ from datamover.vtoc import DataSet, Vtoc, dataset_entry, read_vtoc
 _SPEC = re.compile(r"^\s*([^()\s]+)\s*(?:\(\s*([^()\s]+)\s*\))?\s*$")
 
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
+def parse_spec(spec: str) -> tuple[str, Optional[str]]:
     """'SYS1.PARMLIB(IEASYM00)' -> ('SYS1.PARMLIB', 'IEASYM00'); 'SYS1.SEQ' -> ('SYS1.SEQ', None)."""
     match = _SPEC.match(spec)
     if match is None:
@@ -48,7 +47,7 @@ def member_names(path: str, dsn: str) -> list[str]:
         return [e.name for e in pds.directory(volume, ds)]
 
 
-def records_of(volume: VolumeImage, vtoc: Vtoc, dsn: str, member: str | None) -> list[bytes]:
+def records_of(volume: VolumeImage, vtoc: Vtoc, dsn: str, member: Optional[str]) -> list[bytes]:
     ds = find(volume, vtoc, dsn)
     blocks = pds.member_blocks(volume, ds, member) if member else pds.sequential_blocks(volume, ds)
     return pds.deblock(ds, blocks)

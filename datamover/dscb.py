@@ -9,8 +9,6 @@ Extent addresses are CCHH: on an EAV, cylinders above 65,520 use 28 bits, the lo
 the high 12 in the top of HH; the head is the low 4 bits of HH.
 """
 
-from __future__ import annotations
-
 import struct
 from dataclasses import dataclass
 from typing import Optional

@@ -13,13 +13,18 @@ import zipfile
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # not needed in the zipapp: the builder itself, and `python -m datamover` (the zipapp has its own)
 _LEFT_OUT = {"package.py", "__main__.py"}
+# Reading data sets on volume images happens where the volumes lie (storage server, emulator host),
+# never on the mover VSI, whose user data has 64 KiB: these travel only in the zipapp sent over SSH.
+DATASET_MODULES = {"dataset.py", "dscb.py", "lookup.py", "pds.py", "rewrite.py", "volume.py", "vtoc.py"}
 _MAIN = "import sys\nfrom datamover.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def build_zipapp() -> bytes:
-    """`python3 mover.pyz local|vsi ...`: entry point the CLI, same bytes for the same sources."""
-    names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in _LEFT_OUT)
+def build_zipapp(datasets: bool = False) -> bytes:
+    """`python3 mover.pyz local|vsi ...`: entry point the CLI, same bytes for the same sources;
+    with `datasets`, the modules that read and rewrite data sets on volume images too."""
+    left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES
+    names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in left_out)
     buffer = io.BytesIO()
     buffer.write(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(buffer, "a") as archive:

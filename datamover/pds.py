@@ -8,8 +8,6 @@ and runs to the next end-of-file record (data length 0), over as many tracks as 
 A PDSE keeps its members in pages that only its own access method reads: out of reach here.
 """
 
-from __future__ import annotations
-
 import struct
 from dataclasses import dataclass
 from typing import Optional

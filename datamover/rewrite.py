@@ -8,8 +8,6 @@ format, F or FB); anything else is refused before a byte is written. The member 
 compared; a mismatch puts the old bytes back and fails.
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 

@@ -10,8 +10,6 @@ A track image: home address (bin, CC, HH), then records, each a count CCHHRKDD (
 data length DD big-endian) with its key and data, ending with eight X'FF'.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 from collections import OrderedDict
@@ -229,7 +227,7 @@ class VolumeImage:
         if self._plain is not None:
             self._plain.close()
 
-    def __enter__(self) -> VolumeImage:
+    def __enter__(self) -> "VolumeImage":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,6 @@ DSCB, the first record of the VTOC; the Format 4 gives the VTOC's extent and the
 last Format 1 in use, so the VTOC is read up to there and no further.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Optional
 
