@@ -33,7 +33,6 @@ MiB = 1 << 20
 PART_SIZE = 128 * MiB  # what the mover's own multipart uses by default
 URL_MARGIN_S = 6 * 3600  # boot, package installation and the upload after the conversion deadline
 CONFIG_URL_S = 3 * 3600  # the user data's URL is read once, at first boot
-ENV_OVERRIDES_NAME = "env-overrides/properties.json"  # the name the mover asks for
 ROLES = ("data", "boot", "scratch")
 
 
@@ -59,17 +58,21 @@ class MoverConfigObject:
     bytes: int
 
 
-def object_urls(store: ObjectStore, built: BuiltImage, expires_s: int) -> dict[str, str]:
-    """Presigned GET URLs for every object the mover reads, by the name it asks for."""
-    image = built.image
+def object_urls(
+    store: ObjectStore, built: BuiltImage, expires_s: int, key_layout: str = objects.PER_IMAGE
+) -> dict[str, str]:
+    """Presigned GET URLs for every object the mover reads, by the name it asks for (the object's
+    name without the image's prefix); env-overrides and properties.json only when staged."""
+    keys = objects.ImageObjects(built.image, key_layout)
     urls = {
-        objects.IMAGE_METADATA: store.presign_get(objects.metadata_key(image), expires_s),
-        objects.DEVMAP: store.presign_get(objects.devmap_key(image), expires_s),
+        objects.IMAGE_METADATA: store.presign_get(keys.metadata, expires_s),
+        objects.DEVMAP: store.presign_get(keys.devmap, expires_s),
     }
-    if store.head(objects.properties_key(image)) is not None:
-        urls[ENV_OVERRIDES_NAME] = store.presign_get(objects.properties_key(image), expires_s)
+    for name, key in ((objects.ENV_OVERRIDES, keys.env_overrides), (objects.PROPERTIES, keys.properties)):
+        if store.head(key) is not None:
+            urls[name] = store.presign_get(key, expires_s)
     for vol in built.volumes:
-        urls[vol.file_name] = store.presign_get(objects.volume_key(image, vol.file_name), expires_s)
+        urls[vol.file_name] = store.presign_get(keys.volume(vol.file_name), expires_s)
     return urls
 
 
@@ -99,6 +102,7 @@ def document(
     built: BuiltImage,
     *,
     layout: str,
+    key_layout: str = objects.PER_IMAGE,
     attachments: Mapping[str, str],
     upload_id: str,
     boot_disk_gb: int,
@@ -119,7 +123,7 @@ def document(
         "image": image,
         "layout": layout,
         "progress_every": progress_every,
-        "objects": {"type": "urls", "urls": object_urls(store, built, expires_s)},
+        "objects": {"type": "urls", "urls": object_urls(store, built, expires_s, key_layout)},
         "qcow2": {
             "type": "multipart",
             "part_size": part_size,
@@ -146,6 +150,7 @@ def write(
     built: BuiltImage,
     *,
     layout: str,
+    key_layout: str = objects.PER_IMAGE,
     attachments: Mapping[str, str],
     boot_disk_gb: int,
     deadline_hours: float,
@@ -163,7 +168,8 @@ def write(
     staged_wheels = stage_wheels(store, image, wheels)
     upload_id = store.create_multipart(objects.qcow2_key(image), objects.OCTETS, {"image": image})
     doc, parts = document(
-        store, built, layout=layout, attachments=attachments, upload_id=upload_id, boot_disk_gb=boot_disk_gb,
+        store, built, layout=layout, key_layout=key_layout, attachments=attachments, upload_id=upload_id,
+        boot_disk_gb=boot_disk_gb,
         expires_s=expires, jobs=jobs, progress_every=progress_every, wheels=staged_wheels,
     )
     body = json.dumps(doc, indent=1).encode()

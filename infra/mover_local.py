@@ -46,7 +46,7 @@ def run(
     # The package's own directory on the path: the mover imports nothing else of the project.
     package_root = str(Path(datamover.__file__).resolve().parent.parent)
     argv = [sys.executable, "-m", "datamover", "local", "--objects", str(objects_dir), "--out", str(out_dir),
-            "--layout", layout]
+            "--layout", layout, "--image", image]
     if jobs:
         argv += ["--jobs", str(jobs)]
     tail: list[str] = []

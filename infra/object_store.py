@@ -254,10 +254,39 @@ class ObjectStore(abc.ABC):
         return True
 
 
-def put_auxiliary(store: ObjectStore, image: str, name: str, data: bytes) -> bool:
+def put_auxiliary(
+    store: ObjectStore, image: str, name: str, data: bytes, layout: str = objects.PER_IMAGE
+) -> bool:
     """Upload one of an image's auxiliary objects (image-metadata.json, devmap, env-overrides,
     properties.json) with its content type; True when it was stored, False when already there."""
-    return store.put_if_changed(objects.auxiliary_key(image, name), data, objects.content_type(name))
+    return store.put_if_changed(objects.auxiliary_key(image, name, layout), data, objects.content_type(name))
+
+
+def put_auxiliaries(store: ObjectStore, image: str, contents: Mapping[str, bytes | None], layout: str) -> list[str]:
+    """Every auxiliary object of an image, by name; None removes one, so that a mover never copies an
+    env-overrides or properties.json the config no longer names. Returns the keys now present."""
+    present = []
+    for name, data in contents.items():
+        key = objects.auxiliary_key(image, name, layout)
+        if data is None:
+            if store.head(key) is not None:
+                store.delete(key)
+                log.info("%s: removed (the image names no %s now)", store.describe(key), name)
+            continue
+        put_auxiliary(store, image, name, data, layout)  # skipped when unchanged
+        present.append(key)
+    return present
+
+
+def image_in_metadata(store: ObjectStore, key: str) -> str | None:
+    """image.name of the image-metadata.json at `key`, if there is one that names an image."""
+    if store.head(key) is None:
+        return None
+    try:
+        name = json.loads(store.get_bytes(key)).get("image", {}).get("name")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 # --- a directory as an object store ----------------------------------------------------------

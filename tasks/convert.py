@@ -15,12 +15,13 @@ from infra.configfile import load_config
 from zimage import objects
 
 
-@task(name="convert-locally", cache_policy=NO_CACHE)
+@task(name="convert-locally", task_run_name="convert-{image}", cache_policy=NO_CACHE)
 def convert_locally(config: str, image: str, total_bytes: int) -> dict[str, Any]:
     cfg = load_config(config)
     mover = cfg.target.mover
-    # The image's prefix in the local object store is a directory holding every object the mover reads.
-    objects_dir = Path(cfg.target.cos.local_directory or "") / objects.image_prefix(image)
+    # The inputs' prefix in the local object store (the store's root in the reference key layout) is a
+    # directory holding every object the mover reads.
+    objects_dir = Path(cfg.target.cos.local_directory or "") / objects.input_prefix(image, cfg.target.cos.key_layout)
     out_dir = Path(mover.output_directory or "")
     logger = get_run_logger()
     artifact = create_progress_artifact(progress=0.0, description=f"Data mover converting {image}")

@@ -1,6 +1,7 @@
 """Tasks that stage a built image into the object store: each volume streamed from the storage
 server (parallel parts, checked against the extraction's digest, resumable), then the auxiliary
-objects. A re-run skips objects already present with the same digest."""
+objects, under the keys `target.cos.key_layout` gives. A re-run skips objects already present
+with the same digest."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from infra.configfile import load_config
+from infra.configfile import load_config, read_image_file
 from infra.cos import open_object_store
-from infra.object_store import put_auxiliary
+from infra.object_store import image_in_metadata, put_auxiliaries
 from infra.sftp_source import open_source
 from tasks.retry import retryable
 from zimage import objects, staging
@@ -46,7 +47,7 @@ def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]
     path = posixpath.join(staging.volume_dir(cfg.storage.root, source_system), volume.file_name)
     store = open_object_store(cfg.target.cos)
     result = store.upload_stream(
-        objects.volume_key(image, volume.file_name),
+        objects.volume_key(image, volume.file_name, cfg.target.cos.key_layout),
         open_source(cfg.storage, path),
         volume.gz_sha256,
         content_type=objects.GZIP,
@@ -67,11 +68,21 @@ def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]
 @task(name="stage-auxiliary", task_run_name="stage-auxiliary-{built.image}", retries=3, retry_delay_seconds=5,
       retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def stage_auxiliary(config: str, built: BuiltImage) -> list[str]:
-    """image-metadata.json (application/json: the reference mover needs that type) and devmap."""
+    """image-metadata.json (application/json, which the reference Terraform's data source needs),
+    devmap, and the image's env-overrides and properties.json files as they are."""
     cfg = load_config(config)
-    store = open_object_store(cfg.target.cos)
-    keys = []
-    for name, data in ((objects.IMAGE_METADATA, built.metadata), (objects.DEVMAP, built.devmap.encode())):
-        put_auxiliary(store, built.image, name, data)  # skipped when unchanged
-        keys.append(objects.auxiliary_key(built.image, name))
-    return keys
+    cos = cfg.target.cos
+    store = open_object_store(cos)
+    if cos.key_layout == objects.REFERENCE:
+        other = image_in_metadata(store, objects.metadata_key(built.image, cos.key_layout))
+        if other and other != built.image:
+            get_run_logger().warning(
+                "key layout reference: the bucket root held image %s; its image-metadata.json and devmap are "
+                "replaced by those of %s (its volume objects stay until deleted)", other, built.image,
+            )
+    image = cfg.image(built.image)
+    contents: dict[str, bytes | None] = {objects.IMAGE_METADATA: built.metadata, objects.DEVMAP: built.devmap.encode()}
+    for field, name in objects.IMAGE_FILES.items():
+        path = getattr(image, field)
+        contents[name] = None if path is None else read_image_file(path)
+    return put_auxiliaries(store, built.image, contents, cos.key_layout)

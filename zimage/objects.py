@@ -4,6 +4,10 @@ Everything of one image lives under `<image>/`; the qcow2 lies at the bucket roo
 `<image>.qcow2` because the custom image's href names it (`cos://<region>/<bucket>/<image>.qcow2`);
 the resource ledger of a build is `zimage-ledger/<build_id>.json`. Every name is validated before
 it becomes part of a key, so no key can escape its prefix.
+
+The mover's inputs (image-metadata.json, devmap, env-overrides, properties.json, the volumes) follow
+`target.cos.key_layout`: `per-image` puts them under `<image>/`, `reference` at the bucket root,
+where the existing builder's data_mover.py and Terraform read them.
 """
 
 from __future__ import annotations
@@ -27,14 +31,23 @@ TEXT = "text/plain; charset=utf-8"
 GZIP = "application/gzip"
 OCTETS = "application/octet-stream"
 
-# The auxiliary objects uploaded beside the volumes and their content types. The reference data
-# mover fails on image-metadata.json stored with another type than application/json.
+PER_IMAGE = "per-image"
+REFERENCE = "reference"
+KEY_LAYOUTS = (PER_IMAGE, REFERENCE)
+
+# The auxiliary objects uploaded beside the volumes and their content types. image-metadata.json
+# must be application/json because the reference Terraform reads it through the ibm_cos_bucket_object
+# data source, which returns the body of JSON and text objects only.
 AUXILIARY: dict[str, str] = {
     IMAGE_METADATA: JSON,
     DEVMAP: TEXT,
     ENV_OVERRIDES: TEXT,
     PROPERTIES: JSON,
 }
+
+# Local files an image may name (images[].env_overrides, images[].properties), uploaded as-is under
+# these object names and copied by the mover to the data volume's root as files of the same names.
+IMAGE_FILES: dict[str, str] = {"env_overrides": ENV_OVERRIDES, "properties": PROPERTIES}
 
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -45,11 +58,19 @@ def image_prefix(image: str) -> str:
     return f"{names.vpc_name(image)}/"
 
 
-def auxiliary_key(image: str, name: str) -> str:
+def input_prefix(image: str, layout: str = PER_IMAGE) -> str:
+    """Where the mover's inputs of an image lie: `<image>/`, or the bucket root in the reference layout."""
+    if layout not in KEY_LAYOUTS:
+        raise ValueError(f"key layout {layout!r}: expected one of {', '.join(KEY_LAYOUTS)}")
+    prefix = image_prefix(image)  # checks the name in either layout
+    return "" if layout == REFERENCE else prefix
+
+
+def auxiliary_key(image: str, name: str, layout: str = PER_IMAGE) -> str:
     """One of the auxiliary objects (`image-metadata.json`, `devmap`, `env-overrides`, `properties.json`)."""
     if name not in AUXILIARY:
         raise ValueError(f"{name!r} is not an auxiliary object; expected one of: {', '.join(AUXILIARY)}")
-    return image_prefix(image) + name
+    return input_prefix(image, layout) + name
 
 
 def content_type(name: str) -> str:
@@ -59,30 +80,30 @@ def content_type(name: str) -> str:
     return AUXILIARY[name]
 
 
-def metadata_key(image: str) -> str:
-    return auxiliary_key(image, IMAGE_METADATA)
+def metadata_key(image: str, layout: str = PER_IMAGE) -> str:
+    return auxiliary_key(image, IMAGE_METADATA, layout)
 
 
-def devmap_key(image: str) -> str:
-    return auxiliary_key(image, DEVMAP)
+def devmap_key(image: str, layout: str = PER_IMAGE) -> str:
+    return auxiliary_key(image, DEVMAP, layout)
 
 
-def env_overrides_key(image: str) -> str:
-    return auxiliary_key(image, ENV_OVERRIDES)
+def env_overrides_key(image: str, layout: str = PER_IMAGE) -> str:
+    return auxiliary_key(image, ENV_OVERRIDES, layout)
 
 
-def properties_key(image: str) -> str:
-    return auxiliary_key(image, PROPERTIES)
+def properties_key(image: str, layout: str = PER_IMAGE) -> str:
+    return auxiliary_key(image, PROPERTIES, layout)
 
 
-def volumes_prefix(image: str) -> str:
+def volumes_prefix(image: str, layout: str = PER_IMAGE) -> str:
     # Volumes lie beside image-metadata.json, as the data mover reads an object directory.
-    return image_prefix(image)
+    return input_prefix(image, layout)
 
 
-def volume_key(image: str, file_name: str) -> str:
+def volume_key(image: str, file_name: str, layout: str = PER_IMAGE) -> str:
     """A staged volume file; the name comes from a manifest and is checked to have no path."""
-    return volumes_prefix(image) + staging.checked_file_name(file_name)
+    return volumes_prefix(image, layout) + staging.checked_file_name(file_name)
 
 
 _WHEEL = re.compile(r"^[A-Za-z0-9_.+-]+\.whl$")
@@ -135,29 +156,34 @@ class ImageObjects:
     """The keys of one image, for callers that need several of them."""
 
     image: str
+    layout: str = PER_IMAGE  # of the mover's inputs (target.cos.key_layout)
 
     def __post_init__(self) -> None:
-        names.vpc_name(self.image)
+        input_prefix(self.image, self.layout)
 
     @property
     def prefix(self) -> str:
         return image_prefix(self.image)
 
     @property
+    def inputs(self) -> str:
+        return input_prefix(self.image, self.layout)
+
+    @property
     def metadata(self) -> str:
-        return metadata_key(self.image)
+        return metadata_key(self.image, self.layout)
 
     @property
     def devmap(self) -> str:
-        return devmap_key(self.image)
+        return devmap_key(self.image, self.layout)
 
     @property
     def env_overrides(self) -> str:
-        return env_overrides_key(self.image)
+        return env_overrides_key(self.image, self.layout)
 
     @property
     def properties(self) -> str:
-        return properties_key(self.image)
+        return properties_key(self.image, self.layout)
 
     @property
     def mover_config(self) -> str:
@@ -176,4 +202,4 @@ class ImageObjects:
         return qcow2_key(self.image)
 
     def volume(self, file_name: str) -> str:
-        return volume_key(self.image, file_name)
+        return volume_key(self.image, file_name, self.layout)

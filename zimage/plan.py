@@ -19,6 +19,7 @@ class PlannedObject(BaseModel):
     key: str
     size: int | None = None
     content_type: str = "application/octet-stream"
+    source: str | None = None  # the local file uploaded as-is
 
 
 class Plan(BaseModel):
@@ -28,6 +29,7 @@ class Plan(BaseModel):
     data_volume_gb: int
     resources: list[PlannedResource]
     objects: list[PlannedObject]
+    key_layout: str = "per-image"
     user_data_bytes: int | None = None
 
     def text(self) -> str:
@@ -42,10 +44,11 @@ class Plan(BaseModel):
         for res in self.resources:
             mark = "temporary" if res.temporary else "kept     "
             lines.append(f"  {mark}  {res.kind:<{width}}  {res.name:<{name_width}}  {res.detail}".rstrip())
-        lines += ["", f"objects in the bucket ({len(self.objects)}):"]
+        lines += ["", f"objects in the bucket ({len(self.objects)}, key layout {self.key_layout}):"]
         for obj in self.objects:
             size = f"  ({sizing.human(obj.size)} uncompressed)" if obj.size else ""
-            lines.append(f"  {obj.key}{size}")
+            source = f"  (from {obj.source})" if obj.source else ""
+            lines.append(f"  {obj.key}{size}{source}")
         if self.user_data_bytes is not None:
             lines += ["", f"user data: {self.user_data_bytes} bytes of {64 * 1024} allowed"]
         return "\n".join(lines) + "\n"
@@ -93,14 +96,20 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
         ),
         PlannedResource(kind="snapshot", name=image.snapshot_name, detail="of the data volume", temporary=False),
     ]
+    key_layout = cfg.target.cos.key_layout if cfg.target else objects.PER_IMAGE
+    keys = objects.ImageObjects(image.name, key_layout)
     objs = [
-        PlannedObject(key=objects.metadata_key(image.name), content_type="application/json"),
-        PlannedObject(key=objects.devmap_key(image.name), content_type="text/plain"),
+        PlannedObject(key=keys.metadata, content_type=objects.JSON),
+        PlannedObject(key=keys.devmap, content_type=objects.TEXT),
     ]
+    for field, name in objects.IMAGE_FILES.items():
+        path = getattr(image, field)
+        if path is not None:
+            key = objects.auxiliary_key(image.name, name, key_layout)
+            objs.append(PlannedObject(key=key, content_type=objects.content_type(name), source=path))
     for component in components:
         for vol in component.volumes:
-            key = f"{objects.volumes_prefix(image.name)}{vol.volser}_<generation>.gz"
-            objs.append(PlannedObject(key=key, size=vol.size_bytes))
+            objs.append(PlannedObject(key=f"{keys.inputs}{vol.volser}_<generation>.gz", size=vol.size_bytes))
     objs.append(PlannedObject(key=objects.qcow2_key(image.name)))
     return Plan(
         image=image.name,
@@ -109,5 +118,6 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
         data_volume_gb=data_gb,
         resources=res,
         objects=objs,
+        key_layout=key_layout,
         user_data_bytes=user_data_bytes,
     )
