@@ -4,9 +4,13 @@ The reference decompresses each volume with gzip.GzipFile + shutil.copyfileobj i
 processes and writes every byte, zeros included. zimage's mover streams with large chunks, leaves
 zero blocks as holes, verifies sha256 / CRC / VOL1, and uses zlib-ng or ISA-L when importable.
 
-Made once under the work directory (and reused): a 3390-2 volume from Hercules dasdinit (1.9 GB,
-an empty volume: track headers and zeros, like the free space of real volumes) and two synthetic
-volumes of 64 KiB blocks mixing random bytes, text-like records and zeros. Measured:
+Two cases, each made once under the work directory (and reused):
+  mostly-empty: a 3390-2 volume from Hercules dasdinit (1.9 GB, an empty volume: track headers and
+     zeros, like the free space of real volumes) and two synthetic volumes of 64 KiB blocks mixing
+     random bytes, text-like records and zeros (2.3 GB, about 18:1 gzip);
+  data-rich: four dasdinit volumes (--rich-mb each, 64 by default; the issue's figure is for 256)
+     whose cylinders past the first are filled with that mix (about 3:1 gzip).
+Measured:
   1. decompress + verify + write: every volume into an ext2 file system mounted like the VSI's data
      volume (a loop-mounted image; a plain directory when not root), each file fsync'd and the file
      system unmounted (the snapshot needs durable data);
@@ -17,7 +21,8 @@ volumes of 64 KiB blocks mixing random bytes, text-like records and zeros. Measu
   3. peak memory (max RSS) of the mover converting the 2 GB volume alone.
 Prints times, MB/s and the ratios (targets: stage >= 3x, whole >= 1.5x, memory < 200 MB).
 
-Run from the repository root: python -m bench.datamover [--workdir DIR] [--repeat N]
+Run from the repository root: python -m bench.datamover [--case mostly-empty|data-rich|both]
+[--rich-mb N] [--workdir DIR] [--repeat N]
 With accelerators: PYTHONPATH=<dir with isal / zlib_ng> python -m bench.datamover (each inflater
 that imports is measured).
 """
@@ -63,8 +68,21 @@ INFLATERS = (("zlib", "zlib"), ("isal", "isal"), ("zlib-ng", "zlib_ng"))
 
 def _records(rng: random.Random, size: int) -> bytes:
     """Text-like 80-byte records (load library listings, JCL): compressible about 5:1."""
-    words = [b"SYS1.LINKLIB", b"IEFBR14", b"//STEP01  EXEC PGM=", b"DSN=", b"DISP=SHR", b"SPACE=(CYL,(5,5))",
-             b"CATALOG", b"VOLSER=", b"IPLPARM", b"PARMLIB", b"MEMBER", b"RECFM=FB", b"LRECL=80"]
+    words = [
+        b"SYS1.LINKLIB",
+        b"IEFBR14",
+        b"//STEP01  EXEC PGM=",
+        b"DSN=",
+        b"DISP=SHR",
+        b"SPACE=(CYL,(5,5))",
+        b"CATALOG",
+        b"VOLSER=",
+        b"IPLPARM",
+        b"PARMLIB",
+        b"MEMBER",
+        b"RECFM=FB",
+        b"LRECL=80",
+    ]
     out = bytearray()
     while len(out) < size:
         line = b" ".join(rng.choice(words) + str(rng.randrange(10**4)).encode() for _ in range(5))
@@ -72,11 +90,14 @@ def _records(rng: random.Random, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _synthetic(path: Path, size: int, seed: int) -> None:
+def _synthetic(path: Path, size: int, seed: int, skip: int = 0) -> None:
+    """64 KiB blocks: a quarter random, a quarter records, half zeros; from offset `skip` of the file
+    (which may exist: what lies before is kept)."""
     rng = random.Random(seed)
     block = 64 * 1024
-    with path.open("wb") as handle:
-        for _ in range(size // block):
+    with path.open("r+b" if skip else "wb") as handle:
+        handle.seek(skip)
+        for _ in range((size - skip) // block):
             pick = rng.random()
             if pick < 0.25:
                 handle.write(os.urandom(block))
@@ -91,7 +112,18 @@ def _gzip_file(raw: Path, packed: Path) -> None:
         shutil.copyfileobj(src, dst, 4 << 20)
 
 
-def make_objects(work: Path) -> Path:
+CYLINDER = 15 * 56832  # bytes of a 3390 cylinder in a Hercules CKD image (15 tracks)
+
+
+def case_specs(case: str, rich_mb: int) -> list[tuple[str, str, int]]:
+    """(VOLSER, kind, size) of a case's volumes: kind "dasd" (empty dasdinit 3390-2), "rich" (dasdinit
+    of `size` bytes rounded to cylinders, filled past cylinder 0) or "synthetic"."""
+    if case == "mostly-empty":
+        return [("BNCH01", "dasd", 0), ("SYN001", "synthetic", 256 << 20), ("SYN002", "synthetic", 128 << 20)]
+    return [(f"RICH0{i}", "rich", rich_mb << 20) for i in range(1, 5)]
+
+
+def make_objects(work: Path, specs: list[tuple[str, str, int]]) -> Path:
     """The object directory (reused when present): gzip'd volumes, image-metadata.json, devmap."""
     objects = work / "objects"
     if (objects / "image-metadata.json").exists():
@@ -100,25 +132,42 @@ def make_objects(work: Path) -> Path:
     raw_dir = work / "raw"
     for d in (objects, raw_dir):
         d.mkdir(parents=True, exist_ok=True)
-    specs = [("BNCH01", "dasd"), ("SYN001", 256 << 20), ("SYN002", 128 << 20)]
     volumes = []
-    for i, (volser, kind) in enumerate(specs):
+    for i, (volser, kind, size) in enumerate(specs):
         raw = raw_dir / volser
         if kind == "dasd":
             subprocess.run(["dasdinit", "-a", str(raw), "3390-2", volser], check=True, capture_output=True)
+        elif kind == "rich":
+            cylinders = str(max(2, size // CYLINDER))
+            subprocess.run(["dasdinit", str(raw), "3390-1", volser, cylinders], check=True, capture_output=True)
+            _synthetic(raw, raw.stat().st_size, seed=i, skip=512 + CYLINDER)  # the label's cylinder stays
         else:
-            _synthetic(raw, int(kind), seed=i)
+            _synthetic(raw, size, seed=i)
         name = f"{volser}_2024-01-01_00_00_00.gz"
         print(f"making {name} ...", flush=True)
         _gzip_file(raw, objects / name)
-        volumes.append({"name": volser, "file-name": name, "compression": "gzip", "boot": i == 0,
-                        "devnum": f"0A8{i}", "devtype": "3390", "size": raw.stat().st_size,
-                        "sha256": _sha256(raw), "gz-sha256": _sha256(objects / name)})
+        volumes.append(
+            {
+                "name": volser,
+                "file-name": name,
+                "compression": "gzip",
+                "boot": i == 0,
+                "devnum": f"0A8{i}",
+                "devtype": "3390",
+                "size": raw.stat().st_size,
+                "sha256": _sha256(raw),
+                "gz-sha256": _sha256(objects / name),
+            }
+        )
         raw.unlink()
-    (objects / "devmap").write_text("[system]\nmemory 16g\n\n[manager]\nname awsckd 0001\n" + "".join(
-        f"device {v['devnum']} 3390 3990 /volumes/{v['name']}\n" for v in volumes))
-    doc = {"image": {"name": IMAGE, "size": sum(v["size"] for v in volumes), "boot-size": volumes[0]["size"]},
-           "volumes": volumes}
+    (objects / "devmap").write_text(
+        "[system]\nmemory 16g\n\n[manager]\nname awsckd 0001\n"
+        + "".join(f"device {v['devnum']} 3390 3990 /volumes/{v['name']}\n" for v in volumes)
+    )
+    doc = {
+        "image": {"name": IMAGE, "size": sum(v["size"] for v in volumes), "boot-size": volumes[0]["size"]},
+        "volumes": volumes,
+    }
     (objects / "image-metadata.json").write_text(json.dumps(doc, indent=1))
     return objects
 
@@ -185,7 +234,7 @@ def reference_whole(objects: Path, out: Path, mount: bool) -> None:
         total = json.loads((objects / "image-metadata.json").read_text())["image"]["size"]
         with mounted_ext2(out / f"{IMAGE}-data.img", data_volume_bytes(total), DATA_LABEL) as data:
             reference_stage(objects, data, sync=False)
-            created = write_aux_files(str(data), (objects / "devmap").read_bytes(), None)
+            created = write_aux_files(str(data), (objects / "devmap").read_bytes(), {})
             for name in [*os.listdir(data), *created]:
                 os.chown(data / name, *OWNER)
         with mounted_ext2(out / "boot.img", 10 * 10**9, None) as boot:
@@ -197,10 +246,16 @@ def reference_whole(objects: Path, out: Path, mount: bool) -> None:
     data.mkdir(parents=True)
     boot.mkdir()
     reference_stage(objects, data, sync=False)
-    created = write_aux_files(str(data), (objects / "devmap").read_bytes(), None)
+    created = write_aux_files(str(data), (objects / "devmap").read_bytes(), {})
     total = sum(p.stat().st_size for p in data.iterdir())
-    tools.mkfs(str(out / f"{IMAGE}-data.img"), "data", label=DATA_LABEL, populate=str(data), owner=OWNER,
-               size_bytes=data_volume_bytes(total))
+    tools.mkfs(
+        str(out / f"{IMAGE}-data.img"),
+        "data",
+        label=DATA_LABEL,
+        populate=str(data),
+        owner=OWNER,
+        size_bytes=data_volume_bytes(total),
+    )
     tools.set_owner(str(out / f"{IMAGE}-data.img"), sorted(set(os.listdir(data)) - set(created)) + created, OWNER)
     tools.mkfs(str(work / "boot.img"), "boot", populate=str(boot), owner=OWNER, size_bytes=10 * 10**9)
     tools.to_qcow2(str(work / "boot.img"), str(out / f"{IMAGE}.qcow2"))
@@ -226,7 +281,7 @@ def staged(action: Callable[[Path], None], out: Path, mount: bool, total: int) -
 def zimage_stage(objects: Path, dest: Path, jobs: int) -> None:
     source = LocalSource(str(objects))
     manifest = parse_manifest(source.fetch("image-metadata.json"))
-    inputs = Inputs(manifest, b"", None, {v.name: "data" for v in manifest.volumes})
+    inputs = Inputs(manifest, b"", {}, {v.name: "data" for v in manifest.volumes})
     report, progress = Report("bench"), Progress()
     probe_objects(inputs, source, progress, report)
     settings = Settings(inflate_module()[1], retries=0, retry_delay=0, sync=True)
@@ -234,8 +289,24 @@ def zimage_stage(objects: Path, dest: Path, jobs: int) -> None:
 
 
 def zimage_whole(objects: Path, out: Path, jobs: int) -> None:
-    done = subprocess.run([sys.executable, "-m", "datamover", "local", "--objects", str(objects), "--out", str(out),
-                           "--jobs", str(jobs), "--progress-every", "60"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datamover",
+            "local",
+            "--objects",
+            str(objects),
+            "--out",
+            str(out),
+            "--jobs",
+            str(jobs),
+            "--progress-every",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SystemExit(f"datamover failed: {done.stderr}")
 
@@ -290,19 +361,15 @@ def _best(repeat: int, action, fresh: list[Path]) -> tuple[float, float]:
     return min(_timed(action, fresh) for _ in range(repeat))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", default="/tmp/zimage-bench-datamover")
-    parser.add_argument("--repeat", type=int, default=1, help="best of N runs of each measurement")
-    parser.add_argument("--jobs", type=int, default=default_jobs())
-    args = parser.parse_args()
-    work = Path(args.workdir)
-    objects = make_objects(work)
+def run_case(case: str, objects: Path, work: Path, args: argparse.Namespace) -> None:
     doc = json.loads((objects / "image-metadata.json").read_text())
     total = sum(v["size"] for v in doc["volumes"])
     packed = sum((objects / v["file-name"]).stat().st_size for v in doc["volumes"])
-    print(f"volumes: {len(doc['volumes'])}, {total / MB:,.0f} MB uncompressed, {packed / MB:,.1f} MB gzip; "
-          f"{os.cpu_count()} CPUs; zimage jobs {args.jobs}, reference {REFERENCE_PROCESSES} processes")
+    print(
+        f"\n=== case {case}: {len(doc['volumes'])} volumes, {total / MB:,.0f} MB uncompressed, "
+        f"{packed / MB:,.1f} MB gzip ({total / packed:.1f}:1); {os.cpu_count()} CPUs; zimage jobs {args.jobs}, "
+        f"reference {REFERENCE_PROCESSES} processes"
+    )
     out = work / "run"
     mount = can_mount(work)
     print("writing into: " + ("loop-mounted ext2 images, as on the VSI" if mount else "a directory (not root)"))
@@ -320,18 +387,38 @@ def main() -> None:
 
     print(f"\n{'method':<36} {'decompress+verify+write':>30} {'whole local conversion':>30}")
     for label, (stage, stage_cpu), (whole, whole_cpu) in rows:
-        print(f"{label:<36} {stage:>7.2f} s {total / MB / stage:>6,.0f} MB/s cpu {stage_cpu:>5.1f} s"
-              f" {whole:>7.2f} s {total / MB / whole:>6,.0f} MB/s cpu {whole_cpu:>5.1f} s")
+        print(
+            f"{label:<36} {stage:>7.2f} s {total / MB / stage:>6,.0f} MB/s cpu {stage_cpu:>5.1f} s"
+            f" {whole:>7.2f} s {total / MB / whole:>6,.0f} MB/s cpu {whole_cpu:>5.1f} s"
+        )
     print()
     for label, stage, whole in rows[1:]:
-        print(f"ratio {label}: stage {ref_stage[0] / stage[0]:.2f}x (target >= 3), "
-              f"whole {ref_whole[0] / whole[0]:.2f}x (target >= 1.5)")
+        print(
+            f"ratio [{case}] {label}: stage {ref_stage[0] / stage[0]:.2f}x (target >= 3), "
+            f"whole {ref_whole[0] / whole[0]:.2f}x (target >= 1.5)"
+        )
     largest = max(v["size"] for v in doc["volumes"])
-    print(f"peak memory converting the {largest / MB:,.0f} MB volume: {memory:.0f} MB (target < 200 MB), "
-          f"inflate {inflate_module()[0]}")
+    print(
+        f"peak memory converting the {largest / MB:,.0f} MB volume: {memory:.0f} MB (target < 200 MB), "
+        f"inflate {inflate_module()[0]}"
+    )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} (other work on the machine skews the times)")
     if "zlib-ng" not in available or "isal" not in available:
         print("note: install isal / zlib-ng (pip) or put them on PYTHONPATH to measure the accelerated inflaters")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default="/tmp/zimage-bench-datamover")
+    parser.add_argument("--case", choices=("mostly-empty", "data-rich", "both"), default="both")
+    parser.add_argument("--rich-mb", type=int, default=64, help="size of each data-rich volume (MB)")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N runs of each measurement")
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    args = parser.parse_args()
+    cases = ("mostly-empty", "data-rich") if args.case == "both" else (args.case,)
+    for case in cases:
+        work = Path(args.workdir) / (case if case == "mostly-empty" else f"{case}-{args.rich_mb}")
+        run_case(case, make_objects(work, case_specs(case, args.rich_mb)), work, args)
 
 
 if __name__ == "__main__":
