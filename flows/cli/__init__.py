@@ -48,7 +48,8 @@ def import_terraform(
     """Read the existing builder's variables.tf and *.tfvars into a zimage config.
 
     Writes the `target` section and an image stub. When OUTPUT exists, its `target` is replaced
-    and the other sections are kept. The API key is never copied: the config names the
+    and the other sections are kept. Every variable with a zimage equivalent is carried; each
+    other one is listed with the reason. The API key is never copied: the config names the
     environment variable IBMCLOUD_API_KEY instead.
     """
     files = []
