@@ -15,7 +15,7 @@ def artifact_key(prefix: str, name: str) -> str:
     return f"{prefix}-{name}".lower().replace("_", "-")
 
 
-@flow(name="build-image")
+@flow(name="build-image", flow_run_name="build-{image}")
 def build_image(
     config: str,
     image: str,

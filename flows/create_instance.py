@@ -20,7 +20,7 @@ from tasks.instance import InstanceSetupError, create_wazi_instance
 from zimage import names
 
 
-@flow(name="create-instance")
+@flow(name="create-instance", flow_run_name="create-instance-{name}")
 def create_instance(
     config: str,
     image: str,
@@ -39,7 +39,7 @@ def create_instance(
 
     Args:
         config: path of the zimage YAML config (its target names the account and region).
-        image: name of the custom image (the snapshot is <image>-data).
+        image: name of the custom image (the snapshot is IMAGE-data).
         name: name of the new virtual server (lowercase letters, digits, '-').
         profile: s390x instance profile.
         subnet: name or id of the subnet the server's interface goes on.

@@ -18,11 +18,12 @@ from prefect.artifacts import create_markdown_artifact
 from flows.deploy_image import deploy_image
 from flows.extract_component import extract_component
 from flows.preflight import preflight
+from tasks.artifacts import collect_subflow_artifacts
 from tasks.demo import prepare_demo
 from zimage.sizing import human
 
 
-@flow(name="demo")
+@flow(name="demo", flow_run_name="demo")
 def demo(workdir: str = "zimage-demo", volumes: int = 2, cylinders: int = 30) -> dict[str, Any]:
     """Run the embedded end-to-end demo.
 
@@ -59,7 +60,7 @@ def demo(workdir: str = "zimage-demo", volumes: int = 2, cylinders: int = 30) ->
         key="demo-summary",
         markdown=(
             f"# zimage demo: image {image}\n\n"
-            f"| | |\n|---|---|\n"
+            "| result | value |\n|---|---|\n"
             f"| volumes | {summary['volumes']} ({human(total)}, {human(gz)} compressed) |\n"
             f"| generations | {', '.join(e['component'] + ' ' + e['generation'] for e in extracted)} |\n"
             f"| qcow2 | `{deployed['qcow2']}` |\n"
@@ -70,5 +71,6 @@ def demo(workdir: str = "zimage-demo", volumes: int = 2, cylinders: int = 30) ->
         ),
         description="What the demo did",
     )
+    collect_subflow_artifacts()  # the subflows' summaries and tables, in this run's Artifacts tab too
     log.info("demo finished in %.1f s: %s of volumes; outputs in %s", seconds, human(total), out)
     return summary

@@ -119,6 +119,7 @@ def _timing(
 
 @flow(
     name="deploy-image",
+    flow_run_name="deploy-{image}",
     task_runner=ThreadPoolTaskRunner(max_workers=4),
     on_failure=[_teardown_hook],
     on_cancellation=[_teardown_hook],

@@ -56,7 +56,7 @@ def _row(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@flow(name="extract-component", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="extract-component", flow_run_name="extract-{component}", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def extract_component(
     config: str,
     component: str,
@@ -103,10 +103,7 @@ def _extract(config: str, comp: Component, gen: str, retry_delay_seconds: float,
         retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds),
         retry_jitter_factor=0.5,
     )
-    futures = {
-        task.with_options(task_run_name=f"extract-{v.volser}").submit(config, comp.name, v.volser, gen): v.volser
-        for v in comp.volumes
-    }
+    futures = {task.submit(config, comp.name, v.volser, gen): v.volser for v in comp.volumes}
     done: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     for future in as_completed(list(futures)):

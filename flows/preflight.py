@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra.configfile import load_config
@@ -54,10 +55,15 @@ def _source_outcome(source: Source, future: Any) -> SourceReport:
         skipped = Check(name=parmlib_check_name(source.name), target=", ".join(configured(source.parmlib).values()),
                         status="warning", messages=[f"not checked: source {source.name} could not be reached"])
         reach = _failed(reach_check_name(source.name), location(source), exc)
-        return SourceReport(system=source.name, checks=[reach, skipped], findings=[])
+        return SourceReport(system=source.name, checks=[reach, skipped], findings=None)
 
 
-@flow(name="preflight", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def _run_name() -> str:
+    """preflight-IMAGE, preflight-SYSTEM or preflight-all: what the run covers."""
+    return "preflight-" + (flow_run.parameters.get("image") or flow_run.parameters.get("system") or "all")
+
+
+@flow(name="preflight", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def preflight(
     config: str,
     image: str | None = None,
@@ -70,7 +76,7 @@ def preflight(
     reads the IEASYMxx, TCP/IP PROFILE and TCPDATA members named in each source's parmlib and checks
     the symbols Wazi aaS rewrites, and compares the staging directory's free space with the
     estimated compressed size of the components in scope. Publishes a markdown artifact
-    `preflight-<image or system>`; fails listing the errors when any check has one.
+    `preflight-IMAGE` (or `preflight-SYSTEM`); fails listing the errors when any check has one.
 
     Args:
         config: Path of the zimage YAML config on the machine running the flow.
@@ -85,8 +91,7 @@ def preflight(
     source_task = check_source.with_options(retry_delay_seconds=retry_delay_seconds)
     storage_task = check_storage.with_options(retry_delay_seconds=retry_delay_seconds)
     storage_future = storage_task.submit(config)
-    source_futures = {s: source_task.with_options(task_run_name=f"check-source-{s}").submit(config, s)
-                      for s in scope.systems}
+    source_futures = {s: source_task.submit(config, s) for s in scope.systems}
     sources = [_source_outcome(cfg.source(s), f) for s, f in source_futures.items()]
     try:
         storage: StorageReport | None = storage_future.result()

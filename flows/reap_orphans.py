@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from infra.configfile import load_config
 from infra.cos import open_object_store
@@ -22,7 +23,11 @@ from infra.ibmcloud import Timing, connect, ledger_kind, resolve_api_key
 from tasks.teardown import TeardownResult, reap, summarize, survey
 
 
-@flow(name="reap-orphans")
+def _run_name() -> str:
+    return "list-orphans" if flow_run.parameters.get("dry_run", True) else "reap-orphans"
+
+
+@flow(name="reap-orphans", flow_run_name=_run_name)
 def reap_orphans(
     config: str,
     dry_run: bool = True,

@@ -23,7 +23,7 @@ from infra.configfile import load_config
 from zimage.sizing import human
 
 
-@flow(name="refresh")
+@flow(name="refresh", flow_run_name="refresh-{image}")
 def refresh(
     config: str,
     image: str,
@@ -39,7 +39,7 @@ def refresh(
         config: path of the zimage YAML config on the worker.
         image: name of the image in the config.
         create_instance: also create a Wazi aaS virtual server from the new image.
-        instance_name: name of that server (default: <image>-vsi).
+        instance_name: name of that server (default: IMAGE-vsi, the image name and `-vsi`).
         instance_subnet: subnet (name or id) of that server; needed with create_instance.
         instance_ssh_key: VPC SSH key (name or id) of that server; needed with create_instance.
         skip_preflight: do not run the preflight checks first (not recommended).

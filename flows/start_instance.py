@@ -13,7 +13,7 @@ from infra.configfile import load_config
 from tasks.instance_power import look_up_instance, power_instance
 
 
-@flow(name="start-instance")
+@flow(name="start-instance", flow_run_name="start-{instance}")
 def start_instance(
     config: str,
     instance: str,

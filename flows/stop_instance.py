@@ -55,7 +55,7 @@ def stop_gracefully(
     return summary
 
 
-@flow(name="stop-instance")
+@flow(name="stop-instance", flow_run_name="stop-{instance}")
 def stop_instance(
     config: str,
     instance: str,

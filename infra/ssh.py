@@ -9,6 +9,7 @@ error (`HostKeyError`); nothing is ever auto-accepted. One `SshSession` is one T
 from __future__ import annotations
 
 import io
+import logging
 import select
 import time
 from collections.abc import Iterable
@@ -19,9 +20,25 @@ import paramiko
 
 from infra.secrets import Secret, resolve
 from zimage.config import SshEndpoint
+from zimage.examples import example_hint, is_example_host
 
 STDERR_TAIL = 4096
 STDOUT_LIMIT = 1 << 20
+
+
+class _TracebacksToDebug(logging.Filter):
+    """paramiko logs a failed connection at ERROR, its traceback one record per line; the caller
+    gets the failure as an SshError with one clear line, so paramiko's records go to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)  # as if logged at DEBUG
+
+
+for _name in ("paramiko", "paramiko.transport", "paramiko.transport.sftp"):
+    logging.getLogger(_name).addFilter(_TracebacksToDebug())
 
 
 class SshError(RuntimeError):
@@ -280,12 +297,21 @@ def connect(
     except paramiko.AuthenticationException as exc:
         client.close()
         raise AuthError(f"{where(endpoint)}: key authentication failed: {exc}") from None
-    except TimeoutError as exc:
-        client.close()
-        raise ConnectError(f"{where(endpoint)}: no answer within {timeouts.connect:.0f} s ({exc})") from None
     except (paramiko.SSHException, OSError, EOFError) as exc:
+        reached = client.get_transport()  # None when not even TCP connected
         client.close()
-        raise ConnectError(f"{where(endpoint)}: cannot connect: {exc}") from None
+        if reached is not None and not reached.remote_version:
+            # paramiko says "No existing session" or "Error reading SSH protocol banner" here
+            why = (f"no SSH banner from {endpoint.host}:{endpoint.port} within {timeouts.connect:.0f} s: something "
+                   "accepts connections there but does not speak SSH (or the server is overloaded)")
+        elif isinstance(exc, TimeoutError):
+            why = f"{where(endpoint)}: no answer within {timeouts.connect:.0f} s ({exc})"
+        else:
+            why = f"{where(endpoint)}: cannot connect: {exc}"
+        error = ConnectError(why + example_hint(endpoint.host))
+        if is_example_host(endpoint.host):
+            error.retryable = False  # an example's name never leads to the user's system
+        raise error from None
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(timeouts.keepalive)

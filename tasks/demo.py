@@ -129,7 +129,7 @@ def demo_config(workdir: Path, volumes: int, cylinders: int) -> dict[str, Any]:
     }
 
 
-@task(name="prepare-demo", cache_policy=NO_CACHE)
+@task(name="prepare-demo", task_run_name="prepare-demo", cache_policy=NO_CACHE)
 def prepare_demo(workdir: str, volumes: int, cylinders: int) -> dict[str, Any]:
     log = get_run_logger()
     root = Path(workdir).expanduser().resolve()

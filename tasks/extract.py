@@ -66,8 +66,8 @@ def check_extraction(config: str, component: str, generation: str) -> dict[str, 
     return {"directory": found.directory, "free_bytes": found.free_bytes, "needed_bytes": found.needed_bytes}
 
 
-@task(name="extract-volume", cache_policy=NO_CACHE, retries=3, retry_jitter_factor=0.5,
-      retry_condition_fn=retryable)
+@task(name="extract-volume", task_run_name="extract-{volser}", cache_policy=NO_CACHE, retries=3,
+      retry_jitter_factor=0.5, retry_condition_fn=retryable)
 def extract_volume(config: str, component: str, volser: str, generation: str) -> dict[str, Any]:
     """Extract, stage and verify one volume (one slot of the source's volume limit while it runs)."""
     cfg = load_config(config)

@@ -104,7 +104,8 @@ def _undo(cloud: IbmCloud, name: str) -> list[str]:
     return removed
 
 
-@task(name="create-wazi-instance", cache_policy=NO_CACHE)  # API retries are the adapter's
+# API retries are the adapter's
+@task(name="create-wazi-instance", task_run_name="create-wazi-instance-{name}", cache_policy=NO_CACHE)
 def create_wazi_instance(
     cloud: IbmCloud,
     name: str,

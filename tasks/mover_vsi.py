@@ -89,7 +89,7 @@ def keep_private_key(build_id: str, pem: bytes) -> Path:
     return path
 
 
-@task(name="check-mover-image", cache_policy=NO_CACHE)
+@task(name="check-mover-image", task_run_name="check-mover-image", cache_policy=NO_CACHE)
 def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
     """The newest available image matching the config's regex (nothing is created)."""
     image = cloud.vpc.newest_image(pattern)
@@ -98,7 +98,7 @@ def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
     return image
 
 
-@task(name="provision-mover", cache_policy=NO_CACHE)
+@task(name="provision-mover", task_run_name="provision-mover-{built.image}", cache_policy=NO_CACHE)
 def provision_mover(
     cloud: IbmCloud,
     ledger: Ledger,
@@ -226,7 +226,7 @@ def _progress_line(image: str, progress: dict[str, Any]) -> tuple[str, float | N
     return line, pct
 
 
-@task(name="wait-for-mover", cache_policy=NO_CACHE)
+@task(name="wait-for-mover", task_run_name="wait-for-mover-{image}", cache_policy=NO_CACHE)
 def wait_for_mover(
     cloud: IbmCloud,
     store: ObjectStore,

@@ -57,7 +57,8 @@ def _reach_source(reader: MemberReader) -> Check:
     return Check(name=name, target=location(source), status="ok", messages=messages)
 
 
-def _check_parmlib(reader: MemberReader) -> tuple[Check, list[Finding]]:
+def _check_parmlib(reader: MemberReader) -> tuple[Check, list[Finding] | None]:
+    """The parmlib check and its findings; None for the findings when no member was read."""
     source = reader.source
     members = configured(source.parmlib)
     messages = [f"parmlib.{key} is not set: the {KINDS[key]} check was skipped" for key in missing(source.parmlib)]
@@ -81,11 +82,11 @@ def _check_parmlib(reader: MemberReader) -> tuple[Check, list[Finding]]:
         statuses += ["error"] * bool(errors) + ["warning"] * bool(warnings)
     target = ", ".join(members.values()) or "(no members configured)"
     return Check(name=parmlib_check_name(source.name), target=target, status=worst(statuses),
-                 messages=messages), findings
+                 messages=messages), findings if read else None
 
 
-@task(name="check-source", cache_policy=NO_CACHE, retries=CONNECT_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
-      retry_condition_fn=retryable)
+@task(name="check-source", task_run_name="check-source-{system}", cache_policy=NO_CACHE, retries=CONNECT_RETRIES,
+      retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=retryable)
 def check_source(config: str, system: str) -> SourceReport:
     """Reach the source system (host key verified), then read and check its parmlib members on the
     same connection."""
@@ -99,8 +100,8 @@ def check_source(config: str, system: str) -> SourceReport:
     return SourceReport(system=system, checks=[reach, parmlib], findings=findings)
 
 
-@task(name="check-storage", cache_policy=NO_CACHE, retries=CONNECT_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
-      retry_condition_fn=retryable)
+@task(name="check-storage", task_run_name="check-storage", cache_policy=NO_CACHE, retries=CONNECT_RETRIES,
+      retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=retryable)
 def check_storage(config: str) -> StorageReport:
     """Reach the storage server (host key verified); the staging root must exist and take a probe
     file (written and removed); measure its free space. Nothing else is written."""

@@ -30,7 +30,8 @@ class PublishFailed(RuntimeError):
     pass
 
 
-@task(name="check-product-names", cache_policy=NO_CACHE)  # API retries are the adapter's
+# API retries are the adapter's
+@task(name="check-product-names", task_run_name="check-names-{image.name}", cache_policy=NO_CACHE)
 def check_product_names(cloud: IbmCloud, image: Image, image_index: int) -> None:
     """Fail, before anything is created, when the custom image's or the snapshot's name is taken."""
     taken = []
@@ -50,7 +51,7 @@ def _wait_product(cloud: IbmCloud, res: Resource, timeout: float) -> dict[str, A
     return cloud.vpc.wait_ready(res, timeout=timeout, poll=cloud.timing.poll)
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", task_run_name="publish-{image.name}", cache_policy=NO_CACHE)
 def publish(cloud: IbmCloud, target: Target, image: Image, data_volume: Resource) -> dict[str, Any]:
     """Snapshot of the data volume and custom image from the qcow2; both waited until usable."""
     log = get_run_logger()

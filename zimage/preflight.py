@@ -42,7 +42,7 @@ def worst(statuses: list[Status]) -> Status:
 class SourceReport(BaseModel):
     system: str
     checks: list[Check]
-    findings: list[Finding]
+    findings: list[Finding] | None  # None: no member could be read, so nothing was checked
 
 
 class StorageReport(BaseModel):
@@ -87,7 +87,7 @@ class PreflightReport(BaseModel):
     checked_at: str
     status: str
     checks: list[Check]
-    findings: dict[str, list[Finding]]  # by system
+    findings: dict[str, list[Finding] | None]  # by system; None where no member was read
     estimate: SpaceEstimate
 
     def errors(self) -> list[Check]:
@@ -168,7 +168,11 @@ def markdown(report: PreflightReport) -> str:
               for c in report.checks]
     lines += ["", f"Components in scope: {', '.join(report.scope.components) or 'none'}.", ""]
     for system, findings in report.findings.items():
-        lines.append(findings_markdown(findings, title=f"IEASYM and TCP/IP checks: {system}"))
+        if findings is None:  # a count of findings here would contradict the table's "not checked"
+            lines += [f"## IEASYM and TCP/IP checks: {system}", "",
+                      f"Not checked: no member was read (see `{parmlib_check_name(system)}` above).", ""]
+        else:
+            lines.append(findings_markdown(findings, title=f"IEASYM and TCP/IP checks: {system}"))
     return "\n".join(lines)
 
 
@@ -176,7 +180,7 @@ def failure_message(report: PreflightReport) -> str:
     """Every failed check, then every error finding (FILE:LINE: error: message)."""
     lines = [f"preflight of {report.scope.label}: {len(report.errors())} check(s) failed:"]
     lines += [f"  {c.name} ({c.target}): {'; '.join(c.messages)}" for c in report.errors()]
-    lines += [f"  {f.text()}" for items in report.findings.values() for f in items if f.severity == "error"]
+    lines += [f"  {f.text()}" for items in report.findings.values() for f in items or [] if f.severity == "error"]
     return "\n".join(lines)
 
 
