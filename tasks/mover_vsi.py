@@ -151,6 +151,7 @@ def provision_mover(
 
     written = mover_config.write(
         store, built, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS, boot_disk_gb=sizes["boot"],
+        key_layout=target.cos.key_layout,
         deadline_hours=mover.deadline_hours, jobs=mover.jobs, wheels=[Path(w) for w in mover.accelerator_wheels],
     )
     user_data = mover_config.user_data(written.config_url)
