@@ -69,7 +69,15 @@ def extract_component(
 
     A volume whose extraction fails in a way that may pass (dropped connection, timeout, non-zero
     exit, bad copy) is tried again up to `retries` times, after `retry_delay_seconds` doubling
-    each time, with jitter.
+    each time, with jitter. A mistake (unknown name, access denied) fails at once.
+
+    Args:
+        config: path of the zimage YAML config on the worker.
+        component: name of the component in the config.
+        generation: resume this unfinished generation (YYYY-MM-DD_HH_MM_SS); default: a new one.
+        retry_delay_seconds: wait before the first retry of a volume, doubled for each further one.
+        lock_wait_seconds: longest wait for another run extracting from the same system to finish.
+        retries: further tries of a volume whose extraction failed in a way that may pass.
     """
     log = get_run_logger()
     cfg = load_config(config)  # every config problem before any side effect
