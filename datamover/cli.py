@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--config-url", help="URL of the mover configuration (JSON)")
     source.add_argument("--config", help="file holding the mover configuration")
     vsi.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the volumes are mounted")
+    lookup = sub.add_parser("lookup", help="where the volumes lie: data sets and members of volume images (JSON)")
+    lookup.add_argument("--request", required=True, help="file holding the request (JSON)")
+    lookup.add_argument("--out", help="write the answer to this file instead of stdout")
     for mode in (local, vsi):
         mode.add_argument("--jobs", type=int, default=None, help=f"volumes in parallel (default {default_jobs()})")
         mode.add_argument("--retries", type=int, default=None, help="attempts after the first for a failed volume")
@@ -34,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.mode == "lookup":
+        from datamover.lookup import run_lookup
+
+        return run_lookup(args.request, args.out)
     if args.mode == "local":
         from datamover.local import run_local
 

@@ -31,7 +31,7 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
 def find(volume: VolumeImage, vtoc: Vtoc, dsn: str) -> DataSet:
     ds = vtoc.find(dsn)
     if ds is None:
-        raise pds.DataSetError(f"{volume.path}: volume {vtoc.volser} holds no data set {dsn}")
+        raise pds.NotFound(f"{volume.path}: volume {vtoc.volser} holds no data set {dsn}")
     return ds
 
 

@@ -26,6 +26,10 @@ class DataSetError(MoverError):
     """A data set or member cannot be read; the message names the volume, data set and member."""
 
 
+class NotFound(DataSetError):
+    """The volume holds no such data set, or the PDS no such member."""
+
+
 @dataclass(frozen=True)
 class Block:
     """A data block as it lies on the volume: the track and the offset of its data in the track."""
@@ -104,7 +108,7 @@ def directory(volume: VolumeImage, ds: DataSet) -> list[DirectoryEntry]:
 def member_blocks(volume: VolumeImage, ds: DataSet, member: str) -> list[Block]:
     entry = next((e for e in directory(volume, ds) if e.name == member), None)
     if entry is None:
-        raise DataSetError(f"{_where(volume, ds, member)}: no such member")
+        raise NotFound(f"{_where(volume, ds, member)}: no such member")
     return _blocks_from(volume, ds, entry.ttr[0], entry.ttr[1], _where(volume, ds, member))
 
 

@@ -26,7 +26,8 @@ HOME_ADDRESS = 5
 COUNT = 8
 END_OF_TRACK = b"\xff" * COUNT
 _GZIP_MAGIC = b"\x1f\x8b"
-_READ_CHUNK = 1 << 20
+_READ_CHUNK = 256 << 10  # compressed bytes per read: what a small lookup costs at least
+_OUT_CHUNK = 1 << 20
 _CACHED_TRACKS = 64  # about 3.6 MB of 3390 tracks: directory and member tracks are read again
 
 
@@ -91,7 +92,7 @@ class _Inflated:
             self._file.close()
             self.restarts += 1
         self._file = open(self.path, "rb")  # noqa: SIM115 - kept open between reads, closed in close()
-        self._chunks = gunzip(self._feed(), self._zmod, _READ_CHUNK)
+        self._chunks = gunzip(self._feed(), self._zmod, _OUT_CHUNK)
         self._buffer = b""
         self._buffer_at = 0  # uncompressed offset of _buffer[0]
 

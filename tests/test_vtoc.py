@@ -16,8 +16,8 @@ from datamover import dscb
 from datamover.dataset import list_datasets, member_names, read_dataset, read_member
 from datamover.errors import MoverError
 from datamover.volume import VolumeImage
-from datamover.vtoc import label, read_vtoc
-from tests.support.pds import Dataset, add_members, cards, load_volume
+from datamover.vtoc import read_vtoc
+from tests.support.pds import Dataset, add_members, cards, load_volume, set_smsfg
 
 DASDLS, DASDCAT, DASDPDSU = (shutil.which(t) for t in ("dasdls", "dasdcat", "dasdpdsu"))
 needs_hercules = pytest.mark.skipif(
@@ -158,22 +158,6 @@ def test_a_pdse_is_reported_out_of_reach(volume: Path) -> None:
     assert {d["name"]: d["dsorg"] for d in list_datasets(str(volume))[1]}["SYS1.PARMLIB"] == "PO-E"
     with pytest.raises(MoverError, match="is a PDSE"):
         read_member(str(volume), "SYS1.PARMLIB", "IEASYM00")
-
-
-def set_smsfg(volume: Path, dsn: str, flags: int) -> None:
-    """Set DS1SMSFG of a data set's Format 1 DSCB (X'08': PDSE), as a volume of a PDSE would hold it."""
-    with VolumeImage(str(volume)) as image:
-        _volser, (cyl, head, _r) = label(image)
-        number = image.track_number(cyl, head)
-        offsets = [
-            image.track_offset(n) + rec.data_offset
-            for n in range(number, number + 5)
-            for rec in image.records(n)
-            if dscb.is_format1(rec.key, rec.data) and dscb.name_of(rec.key) == dsn
-        ]
-    with volume.open("r+b") as f:
-        f.seek(offsets[0] + 78 - dscb.KEY_LENGTH)
-        f.write(bytes([flags]))
 
 
 def test_extents_format3_and_eav_cylinders() -> None:

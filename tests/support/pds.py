@@ -210,3 +210,12 @@ def _format1_offset(volume: VolumeImage, dsn: str) -> int:
                 return volume.track_offset(number) + rec.data_offset
         number += 1
     raise AssertionError(f"no Format 1 DSCB for {dsn}")
+
+
+def set_smsfg(volume: Path, dsn: str, flags: int) -> None:
+    """Set DS1SMSFG of a data set's Format 1 DSCB (X'08': PDSE), as a volume of a PDSE would hold it."""
+    with VolumeImage(str(volume)) as image:
+        offset = _format1_offset(image, dsn)
+    with volume.open("r+b") as f:
+        f.seek(offset + 78 - dscb.KEY_LENGTH)
+        f.write(bytes([flags]))
