@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from infra.configfile import load_config
 from infra.mover_config import object_urls
-from infra.object_store import LocalObjectStore, put_auxiliaries
+from infra.object_store import LocalObjectStore, image_in_metadata, put_auxiliaries
 from zimage import objects
 from zimage.build import BuiltImage
 from zimage.config import ConfigError
@@ -145,3 +145,48 @@ def test_the_mover_is_given_the_staged_files_by_their_own_names(tmp_path: Path) 
     urls = object_urls(store, built, 60, objects.REFERENCE)
     assert sorted(urls) == sorted(["image-metadata.json", "devmap", "properties.json", built.volumes[0].file_name])
     assert urls["properties.json"].endswith("/store/properties.json")
+
+
+def test_a_bucket_root_holding_another_image_is_recognised(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    assert image_in_metadata(store, "image-metadata.json") is None
+    store.put_bytes("image-metadata.json", json.dumps({"image": {"name": "zos24-old"}, "volumes": []}).encode())
+    assert image_in_metadata(store, "image-metadata.json") == "zos24-old"
+    store.put_bytes("image-metadata.json", b'{"volumes": []}')  # the existing builder's names none
+    assert image_in_metadata(store, "image-metadata.json") is None
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_local_deploy_in_the_reference_layout(staged_site: Path, tmp_path: Path) -> None:
+    from flows.deploy_image import deploy_image
+    from tests.support.datamover import ext2_dump, ext2_names
+    from tests.support.vsi_emulator import IMAGE, site_config
+
+    (tmp_path / "env-overrides").write_bytes(b"ZOS_SYSTEM=S0W1\n")
+    store, out = tmp_path / "store", tmp_path / "out"
+    cos = {
+        "instance_name": "c",
+        "bucket": "b-local",
+        "region": "jp-tok",
+        "local_directory": str(store),
+        "key_layout": "reference",
+    }
+    target = {"region": "jp-tok", "zone": 1, "cos": cos, "mover": {"mode": "local", "output_directory": str(out)}}
+    doc = site_config(staged_site, target=target)
+    doc["images"][0]["env_overrides"] = "env-overrides"  # beside the config
+    config = tmp_path / "zimage.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    summary = deploy_image(str(config), IMAGE)
+
+    staged = {p.name for p in store.iterdir() if p.is_file()}
+    assert {"image-metadata.json", "devmap", "env-overrides"} <= staged
+    assert {n for n in staged if n.endswith(".gz")} == {
+        "ZRES01_2024-06-01_10_00_00.gz",
+        "WORK01_2024-06-01_10_00_00.gz",
+    }
+    assert not (store / IMAGE / "image-metadata.json").exists()
+    data = Path(summary["data_image"])
+    assert {"ZRES01", "WORK01", "devmap", "env-overrides"} <= ext2_names(data)
+    assert ext2_dump(data, "/env-overrides", tmp_path / "env.back") == b"ZOS_SYSTEM=S0W1\n"
