@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     lookup = sub.add_parser("lookup", help="where the volumes lie: data sets and members of volume images (JSON)")
     lookup.add_argument("--request", required=True, help="file holding the request (JSON)")
     lookup.add_argument("--out", help="write the answer to this file instead of stdout")
+    host = sub.add_parser("host", help="on an emulator host: probe it or deploy a set (a JSON job on stdin)")
+    host.add_argument("--job", help="read the job from this file instead of stdin")
     for mode in (local, vsi):
         mode.add_argument("--jobs", type=int, default=None, help=f"volumes in parallel (default {default_jobs()})")
         mode.add_argument("--retries", type=int, default=None, help="attempts after the first for a failed volume")
@@ -37,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.mode == "host":
+        from datamover.host import run_host
+
+        return run_host(args.job)
     if args.mode == "lookup":
         from datamover.lookup import run_lookup
 

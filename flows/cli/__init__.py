@@ -94,11 +94,23 @@ def plan(
     show_user_data: Annotated[
         bool, typer.Option("--show-user-data", help="Print the cloud-init user data as it would be sent")
     ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Plan a deploy-host to this host instead: reads storage and host, writes nothing"),
+    ] = None,
 ) -> None:
-    """Show what a deploy of IMAGE would create and upload. No side effects, no network."""
+    """Show what a deploy of IMAGE would create and upload. No side effects, no network.
+
+    With --host: per volume transfer or reuse, bytes, free space needed and available, sets kept and
+    removed; this reads the storage server and the host (no side effects)."""
     from zimage.plan import plan as make_plan
 
     cfg = config_or_exit(config, image=image)
+    if host is not None:
+        from flows.cli.run import host_plan
+
+        host_plan(config, cfg, image, host)
+        return
     from infra.cloudinit import placeholder_user_data
 
     user_data = placeholder_user_data(cfg, image)

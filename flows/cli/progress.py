@@ -34,8 +34,10 @@ class _Watcher(logging.Handler):
                 if task_name.startswith(f"{prefix}-"):
                     self.seen.add(task_name)
                     self.progress.advance(bar)
-        elif "convert" in self.bars and (done := percent_of(message)) is not None:
-            self.progress.update(self.bars["convert"], completed=done)
+        elif (bar := self.bars.get("convert", self.bars.get("transfer"))) is not None and (
+            done := percent_of(message)
+        ) is not None:
+            self.progress.update(bar, completed=done)
 
 
 @contextmanager

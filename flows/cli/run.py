@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.common import config_or_exit, fail
+from zimage.config import Config
 
 app = typer.Typer(help="Run a flow on this machine, parameters as options.", no_args_is_help=True)
 
@@ -116,6 +117,43 @@ def deploy_image(config: ConfigOpt, image: ImageOpt, generation: GenerationOpt =
     from flows.deploy_image import deploy_image as flow
 
     _show(_run(flow, config=str(config), image=image, generations=_generations(generation)))
+
+
+HostOpt = Annotated[str, typer.Option("--host", help="Name of the emulator host in the config (hosts[].name)")]
+
+
+def _host_or_exit(cfg: Config, host: str) -> None:
+    try:
+        cfg.host(host)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+
+
+def host_plan(config: Path, cfg: Config, image: str, host: str) -> None:
+    """`zimage plan CONFIG --image I --host H`: what deploy-host would do, read from storage and host."""
+    _host_or_exit(cfg, host)
+    from tasks.host import plan_deploy
+
+    try:
+        _, _, _, plan, path = plan_deploy(str(config), image, host)
+    except Exception as exc:  # the reason is the answer: unreachable host, no Python, no generation...
+        raise fail(f"{type(exc).__name__}: {exc}", 1) from None
+    typer.echo(plan.text() + f"data path: {path}\n", nl=False)
+
+
+@app.command("deploy-host")
+def deploy_host(config: ConfigOpt, image: ImageOpt, host: HostOpt, generation: GenerationOpt = None) -> None:
+    """Install IMAGE on an emulator host: a new verified set beside the current one, then switch to it."""
+    cfg = config_or_exit(config, image=image)
+    _host_or_exit(cfg, host)
+    _quiet_console(verbose=False)
+    from flows.cli.progress import flow_progress
+    from flows.deploy_host import deploy_host as flow
+
+    with flow_progress({"transfer": 100}):
+        result = _run(flow, config=str(config), image=image, host=host, generations=_generations(generation))
+    typer.echo(result.pop("markdown"), err=True)
+    _show(result)
 
 
 def demo(
