@@ -28,6 +28,7 @@ from zimage.config import Config
 from zimage.findings import EXIT_UNREADABLE, Finding, Severity, count, exit_code, findings_markdown, sort_findings
 from zimage.ieasym import parse_ieasym
 from zimage.member_symbols import member_text
+from zimage.preflight import Check, Status
 from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
 
 IPLPARM = [f"SYS{n}.IPLPARM" for n in range(10)]
@@ -79,6 +80,7 @@ class Evaluation(BaseModel):
     wanted: list[MemberRef]
     unreadable: bool  # a volume could not be read at all
     steps: list[str]  # what the chain resolved to, for reports
+    ieasym: list[MemberRead] = []  # the IEASYMxx members the chain resolved to, in order (deploy-host rewrites them)
 
 
 def _key(ref: MemberRef) -> tuple[str, str, str]:
@@ -94,6 +96,7 @@ class _Chain:
         self.wanted: list[MemberRef] = []
         self.steps: list[str] = []
         self.unreadable = False
+        self.ieasym_members: list[MemberRead] = []
         self.volsers = list(chain.volumes.values())
 
     def add(self, file: str, line: int, severity: Severity, message: str) -> None:
@@ -349,6 +352,7 @@ class _Chain:
         if pending or tcpip is None:
             return
         self.steps.append("IEASYM: " + (", ".join(ref.label for ref, _ in read) or "none found"))
+        self.ieasym_members = [MemberRead(ref=ref, status="found", records=records) for ref, records in read]
         self.check_members(read, tcpip)
 
     def tcpip(self) -> list[tuple[str, MemberRef, list[bytes]]] | None:
@@ -403,7 +407,11 @@ def evaluate(
     walk = _Chain(chain, volumes, members)
     walk.run()
     return Evaluation(
-        findings=sort_findings(walk.findings), wanted=walk.wanted, unreadable=walk.unreadable, steps=walk.steps
+        findings=sort_findings(walk.findings),
+        wanted=walk.wanted,
+        unreadable=walk.unreadable,
+        steps=walk.steps,
+        ieasym=walk.ieasym_members,
     )
 
 
@@ -464,3 +472,22 @@ def report_markdown(report: IplReport) -> str:
         lines.append(f"| {v.volser} | {v.file_size:,} | {v.read_bytes:,} | {share} | {v.seconds:.1f} |")
     lines += ["", findings_markdown(report.findings, title=f"Findings: {errors} error(s), {warnings} warning(s)")]
     return "\n".join(lines)
+
+
+def ipl_check_name(image: str) -> str:
+    return f"image {image}: IPL chain"
+
+
+def preflight_check(report: IplReport) -> Check:
+    """The IPL chain as one preflight check: its status from the findings, what it resolved and read."""
+    errors, warnings = count(report.findings, "error"), count(report.findings, "warning")
+    status: Status = "error" if report.unreadable or errors else "warning" if warnings else "ok"
+    read = sum(v.read_bytes for v in report.volumes)
+    size = sum(v.file_size for v in report.volumes)
+    messages = [
+        f"{errors} error(s), {warnings} warning(s) on {len(report.volumes)} staged volume(s) read on "
+        f"{report.where}: {read:,} of {size:,} bytes read",
+        *report.steps,
+    ]
+    target = ", ".join(f"{c} {g}" for c, g in report.generations.items())
+    return Check(name=ipl_check_name(report.image), target=target, status=status, messages=messages)
