@@ -34,6 +34,20 @@ def check_label(head: bytes, volser: str) -> tuple[bool, str]:
     return True, f"VOL1 label {found} verified"
 
 
+def label_volser(head: bytes) -> Optional[str]:
+    """The VOLSER in the VOL1 label of a CKD_P370 image, or None (no label, or not such an image)."""
+    label = _find_vol1(head) if head[:8] == UNCOMPRESSED_ID else None
+    return None if label is None else label[4:10].decode(_EBCDIC).rstrip()
+
+
+def cylinders(head: bytes, size: int) -> Optional[int]:
+    """Cylinders of a CKD_P370 image of `size` bytes, from its device header."""
+    if head[:8] != UNCOMPRESSED_ID or len(head) < 16:
+        return None
+    heads, track_size = struct.unpack_from("<II", head, 8)
+    return (size - DEVICE_HEADER) // (heads * track_size) if heads and track_size else None
+
+
 def _find_vol1(head: bytes) -> Optional[bytes]:
     """The data of record 3 of cylinder 0 head 0 when its key is VOL1, else None."""
     if len(head) < DEVICE_HEADER + 5:

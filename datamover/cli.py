@@ -1,4 +1,4 @@
-"""Command line: `python -m datamover local ...` and `python -m datamover vsi ...`."""
+"""Command line: `python -m datamover local ...`, `... vsi ...` and `... export ...`."""
 
 import argparse
 import os
@@ -24,11 +24,16 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--config-url", help="URL of the mover configuration (JSON)")
     source.add_argument("--config", help="file holding the mover configuration")
     vsi.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the volumes are mounted")
+    export = sub.add_parser("export", help="on an export VSI: gzip and upload the volumes of an attached data volume")
+    exported = export.add_mutually_exclusive_group(required=True)
+    exported.add_argument("--config-url", help="URL of the export configuration (JSON)")
+    exported.add_argument("--config", help="file holding the export configuration")
+    export.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the data volume is mounted")
+    export.add_argument("--jobs", type=int, default=None, help="volumes in parallel (default: the configuration's)")
+    export.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
     lookup = sub.add_parser("lookup", help="where the volumes lie: data sets and members of volume images (JSON)")
     lookup.add_argument("--request", required=True, help="file holding the request (JSON)")
     lookup.add_argument("--out", help="write the answer to this file instead of stdout")
-    host = sub.add_parser("host", help="on an emulator host: probe it or deploy a set (a JSON job on stdin)")
-    host.add_argument("--job", help="read the job from this file instead of stdin")
     for mode in (local, vsi):
         mode.add_argument("--jobs", type=int, default=None, help=f"volumes in parallel (default {default_jobs()})")
         mode.add_argument("--retries", type=int, default=None, help="attempts after the first for a failed volume")
@@ -55,6 +60,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             2 if args.retries is None else args.retries, 5.0 if args.retry_delay is None else args.retry_delay,
             args.progress_every, args.image,
         )
+    if args.mode == "export":
+        from datamover.export import run_export
+
+        return run_export(args.config_url, args.config, args.workdir, args.jobs, args.progress_every)
     from datamover.vsi import run_vsi
 
     return run_vsi(args.config_url, args.config, args.workdir, args.jobs, args.retries, args.retry_delay,

@@ -1,7 +1,7 @@
-"""Streaming gunzip in bounded memory, with the fastest inflate implementation available.
+"""Streaming gunzip in bounded memory (and gzip for exports), with the fastest zlib implementation available.
 
 zlib-ng and ISA-L inflate long runs of zeros (most of a volume) several times faster than zlib;
-both are drop-in zlib APIs. ZIMAGE_INFLATE=zlib|isal|zlib-ng forces a choice (benchmarks, tests).
+both are drop-in zlib APIs. ZIMAGE_INFLATE / ZIMAGE_DEFLATE=zlib|isal|zlib-ng force a choice (benchmarks, tests).
 """
 
 import importlib
@@ -9,6 +9,7 @@ import os
 import zlib
 from collections.abc import Iterable, Iterator
 from types import ModuleType
+from typing import Any, Optional
 
 GZIP_WBITS = 31  # zlib checks the gzip header, CRC-32 and length trailer itself
 _MAGIC = b"\x1f\x8b"
@@ -19,9 +20,7 @@ class GzipError(Exception):
     """The compressed stream is damaged: bad header, CRC, length, truncation or trailing data."""
 
 
-def inflate_module() -> tuple[str, ModuleType]:
-    """(name, zlib-compatible module) of the inflate implementation to use."""
-    wanted = os.environ.get("ZIMAGE_INFLATE")
+def _pick(wanted: Optional[str]) -> tuple[str, ModuleType]:
     for name, module in _CANDIDATES:
         if wanted and wanted != name:
             continue
@@ -31,6 +30,22 @@ def inflate_module() -> tuple[str, ModuleType]:
             if wanted:
                 raise
     return "zlib", zlib
+
+
+def inflate_module() -> tuple[str, ModuleType]:
+    """(name, zlib-compatible module) of the inflate implementation to use."""
+    return _pick(os.environ.get("ZIMAGE_INFLATE"))
+
+
+def deflate_module() -> tuple[str, ModuleType]:
+    """The same choice to compress with (ISA-L and zlib-ng deflate several times faster than zlib
+    at level 1); ZIMAGE_DEFLATE forces one."""
+    return _pick(os.environ.get("ZIMAGE_DEFLATE"))
+
+
+def gzip_compressor(zmod: ModuleType) -> "Any":
+    """A compressobj writing one gzip member at level 1 (fast; volumes are mostly zeros)."""
+    return zmod.compressobj(1, zmod.DEFLATED, GZIP_WBITS)
 
 
 def gunzip(chunks: Iterable[bytes], zmod: ModuleType, out_max: int) -> Iterator[bytes]:

@@ -168,22 +168,27 @@ def _part_size(doc: _Doc, default: Any = ...) -> Optional[int]:
     return size
 
 
+def presigned_multipart(value: object, where: str) -> PresignedMultipart:
+    """A multipart upload the orchestrator created: part URLs, complete and abort URLs."""
+    doc = _Doc(value, where, ("type", "part_size", "part_urls", "complete_url", "abort_url", "concurrency"))
+    urls = doc.get("part_urls", list)
+    if not urls or len(urls) > MAX_PARTS:
+        raise MoverError(f"mover configuration: {doc.path('part_urls')}: 1 to {MAX_PARTS} URLs needed")
+    abort = doc.get("abort_url", str, None)
+    return PresignedMultipart(
+        part_size=_part_size(doc),  # type: ignore[arg-type]
+        part_urls=tuple(_url(u, f"{doc.path('part_urls')}[{i}]") for i, u in enumerate(urls)),
+        complete_url=doc.url("complete_url"),
+        abort_url=None if abort is None else _url(abort, doc.path("abort_url")),
+        concurrency=doc.positive("concurrency", 4),
+    )
+
+
 def _qcow2(value: object) -> Union[PutTarget, PresignedMultipart, S3Target]:
     fields = ("type", "url", "headers", "key", "part_size", "part_urls", "complete_url", "abort_url", "concurrency")
     kind = _Doc(value, "qcow2", fields).get("type", str)
     if kind == "multipart":
-        doc = _Doc(value, "qcow2", ("type", "part_size", "part_urls", "complete_url", "abort_url", "concurrency"))
-        urls = doc.get("part_urls", list)
-        if not urls or len(urls) > MAX_PARTS:
-            raise MoverError(f"mover configuration: qcow2.part_urls: 1 to {MAX_PARTS} URLs needed")
-        abort = doc.get("abort_url", str, None)
-        return PresignedMultipart(
-            part_size=_part_size(doc),  # type: ignore[arg-type]
-            part_urls=tuple(_url(u, f"qcow2.part_urls[{i}]") for i, u in enumerate(urls)),
-            complete_url=doc.url("complete_url"),
-            abort_url=None if abort is None else _url(abort, "qcow2.abort_url"),
-            concurrency=doc.positive("concurrency", 4),
-        )
+        return presigned_multipart(value, "qcow2")
     if kind == "s3":
         doc = _Doc(value, "qcow2", ("type", "key", "part_size", "concurrency"))
         return S3Target(_key(doc.get("key", str), "qcow2.key"), _part_size(doc, None), doc.positive("concurrency", 4))

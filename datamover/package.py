@@ -4,11 +4,13 @@ Comments and docstrings are stripped token by token (no reformatting, so code th
 the same on the VSI's Python 3.10): user data is limited to 64 KiB.
 """
 
+import ast
 import io
 import itertools
 import os
 import tokenize
 import zipfile
+from typing import Optional
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # not needed in the zipapp: the builder itself, and `python -m datamover` (the zipapp has its own)
@@ -20,11 +22,15 @@ _MAIN = "import sys\nfrom datamover.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def build_zipapp(datasets: bool = False) -> bytes:
+def build_zipapp(datasets: bool = False, mode: Optional[str] = None) -> bytes:
     """`python3 mover.pyz local|vsi ...`: entry point the CLI, same bytes for the same sources;
-    with `datasets`, the modules that read and rewrite data sets on volume images too."""
+    with `datasets`, the modules that read and rewrite data sets on volume images too. With `mode`
+    (e.g. export), only the CLI and the modules that mode's run imports (the CLI imports a mode's
+    module when it runs it)."""
     left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES
     names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in left_out)
+    if mode is not None:
+        names = [n for n in names if n[:-3] in _imported({"cli", mode})]
     buffer = io.BytesIO()
     buffer.write(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(buffer, "a") as archive:
@@ -33,6 +39,25 @@ def build_zipapp(datasets: bool = False) -> bytes:
             with open(os.path.join(_HERE, name), encoding="utf-8") as handle:
                 _add(archive, f"datamover/{name}", minify(handle.read(), name))
     return buffer.getvalue()
+
+
+def _imported(start: set) -> set:
+    """The package's modules that `start` imports at module level, transitively."""
+    seen: set = set()
+    todo = list(start)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        with open(os.path.join(_HERE, f"{module}.py"), encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "datamover":
+                todo += [a.name for a in node.names if os.path.exists(os.path.join(_HERE, f"{a.name}.py"))]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("datamover."):
+                todo.append(node.module.split(".")[1])
+    return seen
 
 
 def _add(archive: zipfile.ZipFile, name: str, text: str) -> None:

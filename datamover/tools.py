@@ -60,9 +60,11 @@ def to_qcow2(source: str, target: str) -> None:
     run(["qemu-img", "check", "-q", target], f"check {target}")
 
 
-def mount(device: str, mountpoint: str) -> None:
+def mount(device: str, mountpoint: str, read_only: bool = False) -> None:
     os.makedirs(mountpoint, exist_ok=True)
-    options = ["-o", "loop"] if os.path.isfile(device) else []  # a regular file stands for a disk
+    # a regular file stands for a disk; an export only reads its volume
+    flags = ["ro"] * read_only + ["loop"] * os.path.isfile(device)
+    options = ["-o", ",".join(flags)] if flags else []
     run(["mount", *options, device, mountpoint], f"mount {device} on {mountpoint}")
 
 

@@ -90,12 +90,9 @@ class Uploader:
 
         try:
             etags = _parts(fd, size, spec.part_size, spec.concurrency, send, what)
-            _, answer = web.call("POST", spec.complete_url, f"complete upload {what}",
-                                 {"Content-Type": "application/xml"}, complete_body(etags))
-            check_complete_answer(answer, what)
+            complete_presigned(spec, etags, what)
         except BaseException:
-            if spec.abort_url:
-                _quietly(lambda: web.call("DELETE", spec.abort_url or "", f"abort upload {what}", ok=(200, 204)))
+            abort_presigned(spec, what)
             raise
         return count
 
@@ -119,7 +116,24 @@ class Uploader:
         return len(etags)
 
 
-def _put_part(url: str, headers: dict[str, str], body: FileSlice, length: int, what: str) -> str:
+def complete_presigned(spec: PresignedMultipart, etags: list[str], what: str) -> None:
+    _, answer = web.call("POST", spec.complete_url, f"complete upload {what}",
+                         {"Content-Type": "application/xml"}, complete_body(etags))
+    check_complete_answer(answer, what)
+
+
+def abort_presigned(spec: PresignedMultipart, what: str) -> None:
+    """After a failure: the parts sent so far would cost storage until the orchestrator aborts them."""
+    if spec.abort_url:
+        _quietly(lambda: web.call("DELETE", spec.abort_url or "", f"abort upload {what}", ok=(200, 204)))
+
+
+def send_part(url: str, data: bytes, what: str) -> str:
+    """One part held in memory, retried on transient failures; its ETag."""
+    return web.retry(what, 4, lambda: _put_part(url, {}, data, len(data), what))
+
+
+def _put_part(url: str, headers: dict[str, str], body: Union[FileSlice, bytes], length: int, what: str) -> str:
     resp = web.request("PUT", url, {**headers, "Content-Length": str(length)}, body)
     web.expect(resp, what)
     resp.read()

@@ -31,7 +31,7 @@ def power_cloud(cfg: Config, poll_seconds: float, timeout_minutes: float, retry_
         delete_timeout=timeout_minutes * 60,
         retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(30 * retry_base_seconds, retry_base_seconds)),
     )
-    return connect(cfg.target, resolve_api_key(cfg.target), timing=timing, resource_group=False)
+    return connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing, resource_group=False)
 
 
 def stop_gracefully(

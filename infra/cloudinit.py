@@ -20,7 +20,10 @@ class UserDataError(ValueError):
     pass
 
 
-def render_user_data(zipapp: bytes, config_url: str) -> str:
+def render_user_data(zipapp: bytes, config_url: str, mode: str = "vsi") -> str:
+    """`mode` is the mover's subcommand: `vsi` (deploy-image) or `export` (export-instance)."""
+    if mode not in ("vsi", "export"):
+        raise UserDataError(f"mover mode {mode!r}: expected vsi or export")
     if "'" in config_url or "\n" in config_url or not config_url.startswith(("https://", "http://")):
         raise UserDataError("the mover configuration URL must be an http(s) URL without quotes or newlines")
     payload = "\n".join(textwrap.wrap(base64.b64encode(zipapp).decode(), 76))
@@ -37,7 +40,7 @@ if ! command -v qemu-img >/dev/null 2>&1 || ! command -v mke2fs >/dev/null 2>&1;
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils e2fsprogs
 fi
-exec python3 "$home/mover.pyz" vsi --workdir "$home/work" --config-url '{config_url}' >> "$home/mover.log" 2>&1
+exec python3 "$home/mover.pyz" {mode} --workdir "$home/work" --config-url '{config_url}' >> "$home/mover.log" 2>&1
 """
     size = len(script.encode())
     if size > USER_DATA_LIMIT:

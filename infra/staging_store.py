@@ -18,7 +18,7 @@ import stat as statmod
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -136,6 +136,14 @@ class StagingStore(ABC):
                 self.delete(temp)
             raise
 
+    def write_stream(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Write a new file from a stream of blocks, never held whole; returns the bytes written.
+        The caller writes under a temporary name and renames once the file is verified."""
+        return self._stream_new(self.inside(path), chunks)
+
+    def _stream_new(self, path: str, chunks: Iterable[bytes]) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot write a stream")
+
     def check_writable(self, directory: str) -> None:
         """Create the directory if needed and prove a file can be written and removed there."""
         directory = self.inside(directory)
@@ -197,6 +205,16 @@ class LocalStagingStore(StagingStore):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+    def _stream_new(self, path: str, chunks: Iterable[bytes]) -> int:
+        written = 0
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                written += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return written
 
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(self.inside(path))
@@ -335,6 +353,16 @@ class SftpStagingStore(StagingStore):
         with self._client() as sftp, sftp.open(self.inside(path), "wb") as f:
             f.set_pipelined(True)
             f.write(data)
+
+    def _stream_new(self, path: str, chunks: Iterable[bytes]) -> int:
+        written = 0
+        # its own connection: the shared client must not be held for the length of a volume
+        with self._own_connection() as sftp, sftp.open(path, "wb") as f:
+            f.set_pipelined(True)
+            for chunk in chunks:
+                f.write(chunk)
+                written += len(chunk)
+        return written
 
     def free_bytes(self, path: str) -> int:
         out = self._run(["df", "-Pk", "--", self.inside(path)], 60)

@@ -476,11 +476,23 @@ class VpcApi:
         return res
 
     def create_volumes(self, req: Request) -> tuple[int, Any]:
-        validate(req.body, M.VolumePrototype, "VolumePrototype")
-        if "source_snapshot" in req.body:
-            raise FakeApiError(400, "not_supported", "this fake creates volumes by capacity only")
+        variant = validate(req.body, M.VolumePrototype, "VolumePrototype")
         with self.store.lock:
-            res = self._volume_res(req.body, self.zone_ref(req.body.get("zone")), "VolumePrototype")
+            body = dict(req.body)
+            source = None
+            if variant == "VolumePrototypeVolumeBySourceSnapshot":
+                source = self.resolve("snapshots", body["source_snapshot"], "source_snapshot")
+                if source.status != "stable":
+                    raise FakeApiError(409, "snapshot_not_stable", f"snapshot {source.res['name']} is {source.status}")
+                body.setdefault("capacity", source.res["minimum_capacity"])
+                if body["capacity"] < source.res["minimum_capacity"]:
+                    raise FakeApiError(
+                        400, "validation_failed",
+                        f"capacity {body['capacity']} is below the snapshot's {source.res['minimum_capacity']} GB",
+                    )
+            res = self._volume_res(body, self.zone_ref(body.get("zone")), "VolumePrototype")
+            if source is not None:
+                res["source_snapshot"] = self.ref(source)
             entry = self.store.add(Entry("volumes", res))
         return 201, self.store.public(entry)
 
@@ -759,16 +771,17 @@ class VpcApi:
         body = req.body
         with self.store.lock:
             vol = self.resolve("volumes", body["source_volume"], "source_volume")
-            running = [
+            # attached to an instance that is running, or stopped (export-instance snapshots a stopped server)
+            attached = [
                 a
                 for a in vol.res["volume_attachments"]
-                if (i := self.store.find("instances", a["instance"]["id"])) and i.status == "running"
+                if (i := self.store.find("instances", a["instance"]["id"])) and i.status in ("running", "stopped")
             ]
-            if not running:
+            if not attached:
                 raise FakeApiError(
                     409,
                     "snapshot_volume_not_attached",
-                    f"volume {vol.res['name']} must be attached to a running instance to take a snapshot",
+                    f"volume {vol.res['name']} must be attached to a running or stopped instance to take a snapshot",
                 )
             self.unique("snapshots", body.get("name"))
             res = self.base("snapshots", body) | {

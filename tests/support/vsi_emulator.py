@@ -82,6 +82,10 @@ class VsiEmulator:
         self.vsis: list[EmulatedVsi] = []
         # run before the user data script starts (e.g. to spoil an object in the bucket)
         self.before_start: list[Callable[[EmulatedVsi], None]] = []
+        # volume id -> image file holding what that volume holds (e.g. a Wazi aaS server's data
+        # volume: ext2 with dasdinit volumes and a devmap); a volume made from a snapshot of it
+        # is attached to the mover with those bytes
+        self.contents: dict[str, Path] = {}
         # when this returns True the mover's processes are stopped (SIGSTOP), as a VSI that hangs
         self.freeze_when: Callable[[EmulatedVsi], bool] | None = None
         self.stopped = threading.Event()
@@ -96,13 +100,25 @@ class VsiEmulator:
         by_id.mkdir(parents=True)
         for att in view.volume_attachments:
             disk = vsi.root / f"{att.name}.disk"
-            with disk.open("wb") as handle:
+            content = self._content_of(att.volume_id)
+            if content is not None:
+                subprocess.run(["cp", "--sparse=always", str(content), str(disk)], check=True)
+            with disk.open("r+b" if content else "wb") as handle:
                 handle.truncate(att.capacity_gb * GB)  # sparse: costs nothing until written
             (by_id / f"virtio-{att.device_id[:20]}").symlink_to(disk)
             vsi.devices[att.name] = disk
         for hook in self.before_start:
             hook(vsi)
         self._boot(vsi, by_id)
+
+    def _content_of(self, volume_id: str) -> Path | None:
+        """The image of a volume, or of the volume its source snapshot was taken of."""
+        with self.fake.store.lock:
+            vol = self.fake.store.find("volumes", volume_id)
+            snap_ref = vol.res.get("source_snapshot") if vol else None
+            snap = self.fake.store.find("snapshots", snap_ref["id"]) if snap_ref else None
+        origin = snap.res["source_volume"]["id"] if snap else volume_id
+        return self.contents.get(origin)
 
     def _boot(self, vsi: EmulatedVsi, by_id: Path) -> None:
         script = vsi.root / "user-data.sh"
