@@ -21,8 +21,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra.configfile import load_config
 from infra.parmlib import configured
+from tasks.build import NoGeneration
+from tasks.ipl import check_ipl_chain
 from tasks.preflight import RETRY_DELAY_SECONDS, check_source, check_storage, location
 from zimage.config import Source
+from zimage.findings import Finding
+from zimage.ipl_chain import ipl_check_name, preflight_check
 from zimage.preflight import (
     Check,
     PreflightReport,
@@ -58,6 +62,17 @@ def _source_outcome(source: Source, future: Any) -> SourceReport:
         return SourceReport(system=source.name, checks=[reach, skipped], findings=None)
 
 
+def _ipl_outcome(image: str, future: Any) -> tuple[Check, list[Finding] | None]:
+    try:
+        report = future.result()
+    except NoGeneration as exc:  # before the first extraction: nothing staged to read yet
+        return Check(name=ipl_check_name(image), target="staged volumes", status="warning",
+                     messages=[f"not checked: {exc}"]), None
+    except Exception as exc:
+        return _failed(ipl_check_name(image), "staged volumes", exc), None
+    return preflight_check(report), report.findings
+
+
 def _run_name() -> str:
     """preflight-IMAGE, preflight-SYSTEM or preflight-all: what the run covers."""
     return "preflight-" + (flow_run.parameters.get("image") or flow_run.parameters.get("system") or "all")
@@ -69,6 +84,7 @@ def preflight(
     image: str | None = None,
     system: str | None = None,
     retry_delay_seconds: float = RETRY_DELAY_SECONDS,
+    ipl_check: bool = True,
 ) -> dict[str, Any]:
     """Check that source systems and the storage server are ready before a run.
 
@@ -83,6 +99,8 @@ def preflight(
         image: Check the sources and components of this image only.
         system: Check this source system (and its components) only. Neither: every source.
         retry_delay_seconds: Wait between the retries of a failed connection (2 retries).
+        ipl_check: With an image: check its IPL chain on the newest staged generation, read on the
+            storage server (LOADPARM, LOADxx, IODF, parmlib, IEASYMxx and TCP/IP members on the volumes).
     """
     log = get_run_logger()
     cfg = load_config(config)  # every config problem before any connection
@@ -91,6 +109,8 @@ def preflight(
     source_task = check_source.with_options(retry_delay_seconds=retry_delay_seconds)
     storage_task = check_storage.with_options(retry_delay_seconds=retry_delay_seconds)
     storage_future = storage_task.submit(config)
+    ipl_future = (check_ipl_chain.with_options(retry_delay_seconds=retry_delay_seconds).submit(config, image)
+                  if image and ipl_check else None)
     source_futures = {s: source_task.submit(config, s) for s in scope.systems}
     sources = [_source_outcome(cfg.source(s), f) for s, f in source_futures.items()]
     try:
@@ -102,10 +122,16 @@ def preflight(
         storage_check = storage.check
     est = estimate([cfg.component(n) for n in scope.components])
     checks = [c for s in sources for c in s.checks] + [storage_check, space_check(storage, est)]
+    findings = {s.system: s.findings for s in sources}
+    if image and ipl_future is not None:
+        ipl, ipl_findings = _ipl_outcome(image, ipl_future)
+        checks.append(ipl)
+        if ipl_findings is not None:
+            findings[f"IPL chain of {image}"] = ipl_findings
     report = PreflightReport(
         scope=scope, config=config, checked_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         status=worst([c.status for c in checks]), checks=checks,
-        findings={s.system: s.findings for s in sources}, estimate=est,
+        findings=findings, estimate=est,
     )
     create_markdown_artifact(markdown=markdown(report), key=scope.key,
                              description=f"Preflight of {scope.label}: {report.status}")

@@ -173,3 +173,22 @@ def test_vsi_with_hmac_credentials_on_s3(
     qcow2_check(qcow2)
     data = vsi_emulation.devices["data"]
     assert ext2_dump(data, "/ZRES01", tmp_path / "z.back") == mover_objects.raw["ZRES01"].read_bytes()
+
+
+def test_vsi_converts_reference_style_metadata_under_the_configured_image_name(
+    vsi_emulation: VsiEmulation, object_server: ObjectServer, mover_objects: MoverObjects, tmp_path: Path
+) -> None:
+    # the existing builder's image-metadata.json: no image name, volumes with name, file-name, compression, boot
+    entry = mover_objects.add("ZRES01", dasd_volume(tmp_path / "zres01.ckd", "ZRES01"), boot=True)
+    for key in set(entry) - {"name", "file-name", "compression", "boot"}:
+        del entry[key]
+    objects = mover_objects.write(image=None, env_overrides=b"ZOS_SYSTEM=S0W1\n")
+
+    done = _run(vsi_emulation, object_server, _presigned(object_server, objects, layout="all-in-data"))
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(object_server.state.uploads["/up/report.json?X-Amz-Signature=s"])
+    assert report["status"] == "succeeded" and report["image"] == "zos25-dev"
+    data = vsi_emulation.devices["data"]
+    assert ext2_dump(data, "/ZRES01", tmp_path / "z.back") == mover_objects.raw["ZRES01"].read_bytes()
+    assert ext2_dump(data, "/env-overrides", tmp_path / "e.back") == b"ZOS_SYSTEM=S0W1\n"

@@ -4,94 +4,19 @@ data mover run there over SSH (host key verified), findings and exit codes as DE
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.support.ipl_system import IEASYM00, System, build_system
+from tests.support.ipl_system import GEN, IEASYM00, build_system, config, stage
 from tests.support.pds import DASDLOAD
 from tests.support.sshd import Sshd
-from zimage.manifests import ComponentManifest, StagedVolume
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(DASDLOAD is None, reason="Hercules dasdload is not installed (Debian hercules)"),
 ]
-GEN = "2024-05-01_10_00_00"
-
-
-def stage(system: System, root: Path, generation: str = GEN) -> None:
-    staged = root / "zos" / "SYSA" / "volumes"
-    files = system.stage(staged, generation)
-    now = datetime(2024, 5, 1, 10, tzinfo=UTC)
-    volumes = []
-    for devnum, volser in system.devnums.items():
-        f = next(x for x in files if x.volser == volser)
-        gz = Path(f.path).read_bytes()
-        plain = system.plain[volser].read_bytes()
-        volumes.append(
-            StagedVolume(
-                volser=volser,
-                devnum=devnum,
-                devtype="3390-1",
-                file_name=Path(f.path).name,
-                bytes=len(plain),
-                gz_bytes=len(gz),
-                sha256=hashlib.sha256(plain).hexdigest(),
-                gz_sha256=hashlib.sha256(gz).hexdigest(),
-                started=now,
-                finished=now,
-            )
-        )
-    manifest = ComponentManifest(
-        component="zos25-sysres", system="SYSA", type="sysres", generation=generation, created=now, volumes=volumes
-    )
-    (staged / f"zos25-sysres_{generation}.manifest.json").write_bytes(manifest.to_json())
-
-
-def config(sshd: Sshd, tmp: Path, root: Path, loadparm: str = "0A82CS") -> Path:
-    doc = {
-        "storage": sshd.endpoint(root=str(root)),
-        "sources": [
-            {
-                "name": "SYSA",
-                **sshd.endpoint(),
-                "extraction": {"command": "true {target}"},
-                "parmlib": {
-                    "ieasym": "SYS1.PARMLIB(IEASYM00)",
-                    "tcpip_profile": "TCPIP.PROFILE(PROFILE)",
-                    "tcpdata": "TCPIP.TCPPARMS(TCPDATA)",
-                },
-            }
-        ],
-        "target": {
-            "region": "jp-tok",
-            "zone": 1,
-            "cos": {"instance_name": "cos", "bucket": "zimage-test", "region": "jp-tok"},
-        },
-        "components": [
-            {
-                "name": "zos25-sysres",
-                "source": "SYSA",
-                "type": "sysres",
-                "volumes": [
-                    {"volser": "MN25S2", "devnum": "0A80", "devtype": "3390-1"},
-                    {"volser": "MN25U1", "devnum": "0A81", "devtype": "3390-1"},
-                    {"volser": "MN25T1", "devnum": "0A82", "devtype": "3390-1"},
-                ],
-            }
-        ],
-        "images": [
-            {"name": "zos25-dev", "components": ["zos25-sysres"], "ipl": {"device": "0A80", "loadparm": loadparm}}
-        ],
-    }
-    path = tmp / "zimage.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 def zimage(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -13,13 +13,21 @@ IEASYM (00,01,L).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from infra.volume_lookup import VolumeFile
 from tests.support.pds import Dataset, add_members, cards, load_volume
 from zimage.ipl_chain import ChainInput
+from zimage.manifests import ComponentManifest, StagedVolume
+
+GEN = "2024-05-01_10_00_00"
 
 IEASYM00 = """/* IEASYM00: the address and the route                        */
 SYSDEF    SYSCLONE(01)
@@ -117,3 +125,78 @@ def build_system(
     add_members(u1, "TCPIP.TCPPARMS", {"TCPDATA": cards(TCPDATA)})
     system.plain = {"MN25S2": s2, "MN25T1": t1, "MN25U1": u1}
     return system
+
+
+PARMLIB = {
+    "ieasym": "SYS1.PARMLIB(IEASYM00)",
+    "tcpip_profile": "TCPIP.PROFILE(PROFILE)",
+    "tcpdata": "TCPIP.TCPPARMS(TCPDATA)",
+}
+
+
+def stage(system: System, root: Path, generation: str = GEN) -> None:
+    """The volumes gzip'd into the staging layout of source SYSA, with the component's manifest."""
+    staged = root / "zos" / "SYSA" / "volumes"
+    files = system.stage(staged, generation)
+    now = datetime(2024, 5, 1, 10, tzinfo=UTC)
+    volumes = []
+    for devnum, volser in system.devnums.items():
+        f = next(x for x in files if x.volser == volser)
+        gz = Path(f.path).read_bytes()
+        plain = system.plain[volser].read_bytes()
+        volumes.append(
+            StagedVolume(
+                volser=volser,
+                devnum=devnum,
+                devtype="3390-1",
+                file_name=Path(f.path).name,
+                bytes=len(plain),
+                gz_bytes=len(gz),
+                sha256=hashlib.sha256(plain).hexdigest(),
+                gz_sha256=hashlib.sha256(gz).hexdigest(),
+                started=now,
+                finished=now,
+            )
+        )
+    manifest = ComponentManifest(
+        component="zos25-sysres", system="SYSA", type="sysres", generation=generation, created=now, volumes=volumes
+    )
+    (staged / f"zos25-sysres_{generation}.manifest.json").write_bytes(manifest.to_json())
+
+
+def config(sshd: Any, tmp: Path, root: Path, loadparm: str = "0A82CS", parmlib: bool = True) -> Path:
+    """A config whose storage (and source) is the test sshd, the image those three volumes."""
+    doc = {
+        "storage": sshd.endpoint(root=str(root)),
+        "sources": [
+            {
+                "name": "SYSA",
+                **sshd.endpoint(),
+                "extraction": {"command": "true {target}"},
+                **({"parmlib": PARMLIB} if parmlib else {}),
+            }
+        ],
+        "target": {
+            "region": "jp-tok",
+            "zone": 1,
+            "cos": {"instance_name": "cos", "bucket": "zimage-test", "region": "jp-tok"},
+        },
+        "components": [
+            {
+                "name": "zos25-sysres",
+                "source": "SYSA",
+                "type": "sysres",
+                "volumes": [
+                    {"volser": "MN25S2", "devnum": "0A80", "devtype": "3390-1"},
+                    {"volser": "MN25U1", "devnum": "0A81", "devtype": "3390-1"},
+                    {"volser": "MN25T1", "devnum": "0A82", "devtype": "3390-1"},
+                ],
+            }
+        ],
+        "images": [
+            {"name": "zos25-dev", "components": ["zos25-sysres"], "ipl": {"device": "0A80", "loadparm": loadparm}}
+        ],
+    }
+    path = tmp / "zimage.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

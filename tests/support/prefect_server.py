@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    home = tmp_path_factory.mktemp("prefect-home")
+    with running_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
+
+
+@contextmanager
+def running_server(home: Path, **server_env: str) -> Iterator[PrefectServer]:
+    """`prefect server start` on a free loopback port; `server_env` only for the server's process
+    (e.g. PREFECT_API_DATABASE_CONNECTION_URL)."""
     port = _free_port()
     server = PrefectServer(url=f"http://127.0.0.1:{port}/api", home=home, log=home / "server.log")
     with server.log.open("wb") as log:
         proc = subprocess.Popen(
             ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**server.env(), **server_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120
