@@ -10,7 +10,7 @@ Errors are MoverError subclasses whose message names the file, data set and memb
 """
 
 import re
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from datamover import pds
 from datamover.volume import VolumeImage
@@ -19,7 +19,7 @@ from datamover.vtoc import DataSet, Vtoc, dataset_entry, read_vtoc
 _SPEC = re.compile(r"^\s*([^()\s]+)\s*(?:\(\s*([^()\s]+)\s*\))?\s*$")
 
 
-def parse_spec(spec: str) -> tuple[str, Optional[str]]:
+def parse_spec(spec: str) -> Tuple[str, Optional[str]]:
     """'SYS1.PARMLIB(IEASYM00)' -> ('SYS1.PARMLIB', 'IEASYM00'); 'SYS1.SEQ' -> ('SYS1.SEQ', None)."""
     match = _SPEC.match(spec)
     if match is None:
@@ -35,30 +35,30 @@ def find(volume: VolumeImage, vtoc: Vtoc, dsn: str) -> DataSet:
     return ds
 
 
-def list_datasets(path: str) -> tuple[str, list[dict]]:
+def list_datasets(path: str) -> Tuple[str, List[dict]]:
     with VolumeImage(path) as volume:
         vtoc = read_vtoc(volume)
         return vtoc.volser, [dataset_entry(ds, volume.heads) for ds in vtoc.datasets]
 
 
-def member_names(path: str, dsn: str) -> list[str]:
+def member_names(path: str, dsn: str) -> List[str]:
     with VolumeImage(path) as volume:
         ds = find(volume, read_vtoc(volume), pds.dataset_name(dsn))
         return [e.name for e in pds.directory(volume, ds)]
 
 
-def records_of(volume: VolumeImage, vtoc: Vtoc, dsn: str, member: Optional[str]) -> list[bytes]:
+def records_of(volume: VolumeImage, vtoc: Vtoc, dsn: str, member: Optional[str]) -> List[bytes]:
     ds = find(volume, vtoc, dsn)
     blocks = pds.member_blocks(volume, ds, member) if member else pds.sequential_blocks(volume, ds)
     return pds.deblock(ds, blocks)
 
 
-def read_member(path: str, dsn: str, member: str) -> list[bytes]:
+def read_member(path: str, dsn: str, member: str) -> List[bytes]:
     with VolumeImage(path) as volume:
         return records_of(volume, read_vtoc(volume), pds.dataset_name(dsn), pds.member_name(member))
 
 
-def read_dataset(path: str, spec: str) -> list[bytes]:
+def read_dataset(path: str, spec: str) -> List[bytes]:
     dsn, member = parse_spec(spec)
     with VolumeImage(path) as volume:
         return records_of(volume, read_vtoc(volume), dsn, member)

@@ -11,7 +11,7 @@ the high 12 in the top of HH; the head is the low 4 bits of HH.
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 KEY_LENGTH = 44
 DATA_LENGTH = 96
@@ -56,13 +56,13 @@ class Format1:
     keylen: int
     pdse: bool
     hfs: bool
-    extents: list[Extent]
+    extents: List[Extent]
     extent_count: int  # DS1NOEPV: all extents, those in Format 3 DSCBs included
-    last_used: tuple[int, int]  # DS1LSTAR: relative track and record of the last block written
-    next_dscb: Optional[tuple[int, int, int]]  # CCHHR of the Format 2/3/9 DSCB, or None
+    last_used: Tuple[int, int]  # DS1LSTAR: relative track and record of the last block written
+    next_dscb: Optional[Tuple[int, int, int]]  # CCHHR of the Format 2/3/9 DSCB, or None
 
 
-def cchh(raw: bytes) -> tuple[int, int]:
+def cchh(raw: bytes) -> Tuple[int, int]:
     """(cylinder, head) of a 4-byte CCHH, with the EAV 28-bit cylinder encoding."""
     cc, hh = struct.unpack(">HH", raw)
     return ((hh & 0xFFF0) << 12) | cc, hh & 0x000F
@@ -81,7 +81,7 @@ def extent(raw: bytes) -> Optional[Extent]:
     return Extent(raw[1], low[0], low[1], high[0], high[1])
 
 
-def _pointer(raw: bytes) -> Optional[tuple[int, int, int]]:
+def _pointer(raw: bytes) -> Optional[Tuple[int, int, int]]:
     if raw == bytes(5):
         return None
     cyl, head = cchh(raw[:4])
@@ -135,13 +135,13 @@ def format1(key: bytes, data: bytes) -> Format1:
     )
 
 
-def format3(key: bytes, data: bytes) -> tuple[list[Extent], Optional[tuple[int, int, int]]]:
+def format3(key: bytes, data: bytes) -> Tuple[List[Extent], Optional[Tuple[int, int, int]]]:
     """The extents of a Format 3 DSCB (four in its key, nine in its data) and the next pointer."""
     raws = [key[4 + 10 * i : 14 + 10 * i] for i in range(4)] + [data[1 + 10 * i : 11 + 10 * i] for i in range(9)]
     exts = [e for e in (extent(r) for r in raws) if e is not None]
     return exts, _pointer(data[135 - 44 : 140 - 44])
 
 
-def format9_pointer(data: bytes) -> Optional[tuple[int, int, int]]:
+def format9_pointer(data: bytes) -> Optional[Tuple[int, int, int]]:
     """A Format 9 DSCB (EAV attributes) chains on to the Format 3 through the same last 5 bytes."""
     return _pointer(data[135 - 44 : 140 - 44])

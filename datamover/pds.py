@@ -10,7 +10,7 @@ A PDSE keeps its members in pages that only its own access method reads: out of 
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from datamover import dscb
 from datamover.errors import MoverError
@@ -42,7 +42,7 @@ class Block:
 @dataclass(frozen=True)
 class DirectoryEntry:
     name: str
-    ttr: tuple[int, int]  # relative track, record
+    ttr: Tuple[int, int]  # relative track, record
     alias: bool
     user_data: bytes
 
@@ -62,11 +62,11 @@ def check_partitioned(volume: VolumeImage, ds: DataSet) -> None:
         raise DataSetError(f"{_where(volume, ds)} is not partitioned (DSORG {a.dsorg or 'not set'})")
 
 
-def _blocks_from(volume: VolumeImage, ds: DataSet, track: int, record: int, what: str) -> list[Block]:
+def _blocks_from(volume: VolumeImage, ds: DataSet, track: int, record: int, what: str) -> List[Block]:
     """The data blocks from relative (track, record) up to the end-of-file record."""
     heads = volume.heads
     total = ds.tracks(heads)
-    blocks: list[Block] = []
+    blocks: List[Block] = []
     relative = track
     while relative < total:
         number = ds.absolute_track(relative, heads)
@@ -81,9 +81,9 @@ def _blocks_from(volume: VolumeImage, ds: DataSet, track: int, record: int, what
     raise DataSetError(f"{what}: no end-of-file record before the end of the data set's extents")
 
 
-def directory(volume: VolumeImage, ds: DataSet) -> list[DirectoryEntry]:
+def directory(volume: VolumeImage, ds: DataSet) -> List[DirectoryEntry]:
     check_partitioned(volume, ds)
-    entries: list[DirectoryEntry] = []
+    entries: List[DirectoryEntry] = []
     for block in _blocks_from(volume, ds, 0, 1, f"{_where(volume, ds)}: directory"):
         data = block.data
         if len(data) != DIRECTORY_BLOCK:
@@ -105,23 +105,23 @@ def directory(volume: VolumeImage, ds: DataSet) -> list[DirectoryEntry]:
     return entries
 
 
-def member_blocks(volume: VolumeImage, ds: DataSet, member: str) -> list[Block]:
+def member_blocks(volume: VolumeImage, ds: DataSet, member: str) -> List[Block]:
     entry = next((e for e in directory(volume, ds) if e.name == member), None)
     if entry is None:
         raise NotFound(f"{_where(volume, ds, member)}: no such member")
     return _blocks_from(volume, ds, entry.ttr[0], entry.ttr[1], _where(volume, ds, member))
 
 
-def sequential_blocks(volume: VolumeImage, ds: DataSet) -> list[Block]:
+def sequential_blocks(volume: VolumeImage, ds: DataSet) -> List[Block]:
     if ds.attributes.dsorg not in ("PS", "PSU", "DA"):
         raise DataSetError(f"{_where(volume, ds)} is not sequential (DSORG {ds.attributes.dsorg or 'not set'})")
     return _blocks_from(volume, ds, 0, 1, _where(volume, ds))
 
 
-def deblock(ds: DataSet, blocks: list[Block]) -> list[bytes]:
+def deblock(ds: DataSet, blocks: List[Block]) -> List[bytes]:
     """The logical records of the blocks: fixed by LRECL, variable by RDW, undefined as blocks."""
     a = ds.attributes
-    records: list[bytes] = []
+    records: List[bytes] = []
     if a.recfm.startswith("F") and a.lrecl:
         for block in blocks:
             data = block.data

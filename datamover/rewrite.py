@@ -10,6 +10,7 @@ compared; a mismatch puts the old bytes back and fails.
 
 import hashlib
 import os
+from typing import List, Tuple
 
 from datamover import pds
 from datamover.dataset import find
@@ -34,7 +35,7 @@ def file_sha256(path: str) -> str:
             digest.update(chunk)
 
 
-def _new_blocks(where: str, lrecl: int, blocks: list[pds.Block], old: list[bytes], new: list[bytes]) -> list[bytes]:
+def _new_blocks(where: str, lrecl: int, blocks: List[pds.Block], old: List[bytes], new: List[bytes]) -> List[bytes]:
     if len(new) != len(old):
         raise RewriteRefused(
             f"{where}: {len(new)} new record(s) for {len(old)}; an in-place rewrite keeps the number of records"
@@ -52,7 +53,7 @@ def _new_blocks(where: str, lrecl: int, blocks: list[pds.Block], old: list[bytes
     return out
 
 
-def _write(path: str, writes: list[tuple[int, bytes]]) -> None:
+def _write(path: str, writes: List[Tuple[int, bytes]]) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         for offset, data in writes:
@@ -63,7 +64,7 @@ def _write(path: str, writes: list[tuple[int, bytes]]) -> None:
         os.close(fd)
 
 
-def rewrite_member(path: str, dsn: str, member: str, records: list[bytes]) -> tuple[str, str]:
+def rewrite_member(path: str, dsn: str, member: str, records: List[bytes]) -> Tuple[str, str]:
     dsn, member = pds.dataset_name(dsn), pds.member_name(member)
     where = f"{path}: {dsn}({member})"
     with VolumeImage(path) as volume:

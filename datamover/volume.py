@@ -15,7 +15,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Optional
+from typing import BinaryIO, List, Optional, Tuple
 
 from datamover.codec import GzipError, gunzip, inflate_module
 from datamover.errors import MoverError
@@ -47,7 +47,7 @@ class TrackRecord:
     data_offset: int  # offset of the data field within the track image
 
 
-def parse_track(track: bytes, where: str) -> list[TrackRecord]:
+def parse_track(track: bytes, where: str) -> List[TrackRecord]:
     """The records of a track image (R0 included) up to its end-of-track marker."""
     out = []
     pos = HOME_ADDRESS
@@ -155,7 +155,7 @@ class VolumeImage:
             self.close()
             raise
 
-    def _check_header(self, header: bytes) -> tuple[int, int]:
+    def _check_header(self, header: bytes) -> Tuple[int, int]:
         what = "gzip'd file" if self.gzip else "file"
         if len(header) < DEVICE_HEADER:
             raise VolumeFormatError(f"{self.path}: {what} of {len(header)} bytes is too short for a CKD volume image")
@@ -203,7 +203,7 @@ class VolumeImage:
             self._cache.popitem(last=False)
         return data
 
-    def records(self, number: int) -> list[TrackRecord]:
+    def records(self, number: int) -> List[TrackRecord]:
         cyl, head = divmod(number, self.heads)
         return parse_track(self.track(number), f"{self.path}: cylinder {cyl} head {head}")
 

@@ -6,7 +6,7 @@ last Format 1 in use, so the VTOC is read up to there and no further.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from datamover import dscb
 from datamover.errors import MoverError
@@ -25,7 +25,7 @@ class DataSet:
     """A data set as its DSCBs describe it, with every extent (Format 3 ones included)."""
 
     attributes: dscb.Format1
-    extents: list[dscb.Extent]
+    extents: List[dscb.Extent]
 
     @property
     def name(self) -> str:
@@ -48,7 +48,7 @@ class DataSet:
 class Vtoc:
     volser: str
     heads: int
-    datasets: list[DataSet]
+    datasets: List[DataSet]
 
     def find(self, name: str) -> Optional[DataSet]:
         for ds in self.datasets:
@@ -57,7 +57,7 @@ class Vtoc:
         return None
 
 
-def label(volume: VolumeImage) -> tuple[str, tuple[int, int, int]]:
+def label(volume: VolumeImage) -> Tuple[str, Tuple[int, int, int]]:
     """(VOLSER, CCHHR of the Format 4 DSCB) from the VOL1 label."""
     vol1 = volume.record(0, 3)
     if vol1 is None or vol1.key != _VOL1 or vol1.data[:4] != _VOL1 or len(vol1.data) < 16:
@@ -70,7 +70,7 @@ def label(volume: VolumeImage) -> tuple[str, tuple[int, int, int]]:
     return volser, pointer
 
 
-def _dscb_at(volume: VolumeImage, pointer: tuple[int, int, int], what: str) -> TrackRecord:
+def _dscb_at(volume: VolumeImage, pointer: Tuple[int, int, int], what: str) -> TrackRecord:
     cyl, head, record = pointer
     rec = volume.record(volume.track_number(cyl, head), record)
     if rec is None or len(rec.key) != dscb.KEY_LENGTH or len(rec.data) != dscb.DATA_LENGTH:
@@ -78,7 +78,7 @@ def _dscb_at(volume: VolumeImage, pointer: tuple[int, int, int], what: str) -> T
     return rec
 
 
-def _chained_extents(volume: VolumeImage, f1: dscb.Format1) -> list[dscb.Extent]:
+def _chained_extents(volume: VolumeImage, f1: dscb.Format1) -> List[dscb.Extent]:
     extents = list(f1.extents)
     pointer = f1.next_dscb
     for _ in range(_MAX_CHAIN):
@@ -111,7 +111,7 @@ def read_vtoc(volume: VolumeImage) -> Vtoc:
     last = volume.track_number(vtoc_extent.end_cyl, vtoc_extent.end_head)
     if (high_cyl, high_head) != (0, 0):  # the last track holding a Format 1, when the Format 4 says
         last = min(last, max(first, volume.track_number(high_cyl, high_head)))
-    found: list[dscb.Format1] = []
+    found: List[dscb.Format1] = []
     for number in range(first, last + 1):
         for rec in volume.records(number):
             if dscb.is_format1(rec.key, rec.data):
