@@ -26,7 +26,7 @@ from zimage.sizing import human
 STATE_WITHOUT_SYMBOLS = "Completed without network symbols"
 
 
-@flow(name="deploy-host")
+@flow(name="deploy-host", flow_run_name="deploy-{image}-to-{host}")
 def deploy_host(config: str, image: str, host: str, generations: dict[str, str] | None = None) -> State[Any]:
     """Deploy IMAGE to the emulator host HOST: a new verified set beside the current one, then `current`
     switched to it; volumes unchanged since the current set are copied on the host instead of sent.

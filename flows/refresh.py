@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.build_image import artifact_key
 from flows.create_instance import create_instance as create_instance_flow
+from flows.deploy_host import deploy_host
 from flows.deploy_image import deploy_image
 from flows.extract_component import extract_component
 from flows.preflight import preflight
@@ -32,6 +33,7 @@ def refresh(
     instance_subnet: str | None = None,
     instance_ssh_key: str | None = None,
     skip_preflight: bool = False,
+    host: str | None = None,
 ) -> dict[str, Any]:
     """Refresh IMAGE: extract its components again and deploy a new custom image and snapshot.
 
@@ -43,9 +45,14 @@ def refresh(
         instance_subnet: subnet (name or id) of that server; needed with create_instance.
         instance_ssh_key: VPC SSH key (name or id) of that server; needed with create_instance.
         skip_preflight: do not run the preflight checks first (not recommended).
+        host: deploy to this emulator host (hosts[].name) instead of IBM Cloud.
     """
     cfg = load_config(config)
     components = cfg.image(image).components
+    if host is not None:
+        cfg.host(host)
+        if create_instance:
+            raise ValueError("create_instance makes a Wazi aaS server in IBM Cloud: it does not go with host")
     if create_instance and not (instance_subnet and instance_ssh_key):
         raise ValueError("create_instance needs instance_subnet and instance_ssh_key (names or ids in the VPC)")
     started = time.monotonic()
@@ -53,7 +60,7 @@ def refresh(
         preflight(config, image=image)
     extracted = {name: extract_component(config, name) for name in components}
     generations = {name: e["generation"] for name, e in extracted.items()}
-    deployed = deploy_image(config, image, generations)
+    deployed = deploy_host(config, image, host, generations) if host else deploy_image(config, image, generations)
     instance = None
     if create_instance:
         instance = create_instance_flow(

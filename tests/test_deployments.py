@@ -68,6 +68,7 @@ def test_every_flow_is_deployed_and_refreshes_are_scheduled(deployed: PrefectSer
         schedules = refresh["schedules"]
         assert schedules and schedules[0]["schedule"]["cron"] == "0 2 * * 6"
         assert schedules[0]["schedule"]["timezone"] == "Asia/Tokyo"
+        assert schedules[0]["active"] is False, "the example's schedule must not run against example hosts"
         assert refresh["work_pool_name"] == "zimage"
     for name in expected:
         assert not found[name]["schedules"], f"{name} should be ad hoc"

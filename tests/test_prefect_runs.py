@@ -18,8 +18,18 @@ from tests.test_preflight import Site
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
-FLOW_MODULES = ("build_image", "create_instance", "demo", "deploy_image", "extract_component", "preflight",
-                "reap_orphans", "refresh", "start_instance", "stop_instance")
+FLOW_MODULES = (
+    "build_image",
+    "create_instance",
+    "demo",
+    "deploy_image",
+    "extract_component",
+    "preflight",
+    "reap_orphans",
+    "refresh",
+    "start_instance",
+    "stop_instance",
+)
 
 
 def _client() -> Any:
@@ -36,8 +46,9 @@ def runs_since(started: datetime) -> tuple[list[Any], list[Any]]:
         ids = [f.id for f in flows]
         from prefect.client.schemas.filters import FlowRunFilterId
 
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
-                                      task_run_filter=TaskRunFilter())
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), task_run_filter=TaskRunFilter()
+        )
     return flows, tasks
 
 
@@ -45,7 +56,8 @@ def artifacts_of(flow_run_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with _client() as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        only = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        return client.read_artifacts(artifact_filter=only)
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +83,32 @@ def test_task_runs_are_named_by_what_they_work_on_without_random_suffixes(demo_r
     # a subflow has a task run in its parent too; the UI shows the subflow run in its place
     subflow_tasks = {f.parent_task_run_id for f in demo_runs["flows"]}
     names = sorted(t.name for t in demo_runs["tasks"] if t.id not in subflow_tasks)
-    assert names == sorted([
-        "prepare-demo", "collect-subflow-artifacts",
-        "check-source-SYSDEMO", "check-storage",
-        "check-extraction-demo-sysres", "extract-ZRES01", "extract-ZRES02", "write-manifest-demo-sysres",
-        "prune-demo-sysres",
-        "check-extraction-demo-data", "extract-USR001", "write-manifest-demo-data", "prune-demo-data",
-        "read-manifests-zdemo", "assemble-zdemo", "check-staged-zdemo", "save-build-zdemo",
-        "stage-ZRES01", "stage-ZRES02", "stage-USR001", "stage-auxiliary-zdemo", "convert-zdemo",
-    ])
+    assert names == sorted(
+        [
+            "prepare-demo",
+            "collect-subflow-artifacts",
+            "check-source-SYSDEMO",
+            "check-storage",
+            "check-extraction-demo-sysres",
+            "extract-ZRES01",
+            "extract-ZRES02",
+            "write-manifest-demo-sysres",
+            "prune-demo-sysres",
+            "check-extraction-demo-data",
+            "extract-USR001",
+            "write-manifest-demo-data",
+            "prune-demo-data",
+            "read-manifests-zdemo",
+            "assemble-zdemo",
+            "check-staged-zdemo",
+            "save-build-zdemo",
+            "stage-ZRES01",
+            "stage-ZRES02",
+            "stage-USR001",
+            "stage-auxiliary-zdemo",
+            "convert-zdemo",
+        ]
+    )
     assert "build-image" not in {t.name for t in demo_runs["tasks"]}, "no build-image task inside build-image"
 
 
@@ -89,9 +118,13 @@ def test_the_demo_run_shows_the_whole_demo_in_its_artifacts(demo_runs: dict[str,
     summary = next(a for a in own if a.key == "demo-summary")
     assert "| result | value |" in summary.data and "| | |" not in summary.data
     copied = {a.description for a in own if a.key is None and a.type in ("markdown", "table")}
-    assert {"Preflight of image zdemo: ok (from preflight-zdemo)", "Build of image zdemo (from build-zdemo)",
-            "Volumes of image zdemo (from build-zdemo)", "Deploy of image zdemo (from deploy-zdemo)",
-            "Objects of image zdemo (from deploy-zdemo)"} <= copied, copied
+    assert {
+        "Preflight of image zdemo: ok (from preflight-zdemo)",
+        "Build of image zdemo (from build-zdemo)",
+        "Volumes of image zdemo (from build-zdemo)",
+        "Deploy of image zdemo (from deploy-zdemo)",
+        "Objects of image zdemo (from deploy-zdemo)",
+    } <= copied, copied
     assert any(d.endswith("(from extract-demo-sysres)") for d in copied), copied
     build = next(a for a in own if a.description == "Build of image zdemo (from build-zdemo)")
     assert build.data.startswith("# Image zdemo built")

@@ -137,8 +137,10 @@ class _Refuse(http.server.BaseHTTPRequestHandler):
     """Answers every request as COS does for a key without access to the bucket."""
 
     def _deny(self) -> None:
-        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-                b"<Message>Access Denied</Message></Error>")
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message></Error>"
+        )
         self.send_response(403)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))

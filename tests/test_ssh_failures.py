@@ -85,8 +85,16 @@ def test_a_reserved_example_host_fails_at_once_saying_the_config_is_the_example(
 
 @pytest.mark.parametrize(
     ("host", "example"),
-    [("zos25a.example.com", True), ("staging.EXAMPLE.org.", True), ("zos.test", True), ("192.0.2.7", True),
-     ("2001:db8::5", True), ("example.company.com", False), ("10.0.0.5", False), ("zos25a.ibm.com", False)],
+    [
+        ("zos25a.example.com", True),
+        ("staging.EXAMPLE.org.", True),
+        ("zos.test", True),
+        ("192.0.2.7", True),
+        ("2001:db8::5", True),
+        ("example.company.com", False),
+        ("10.0.0.5", False),
+        ("zos25a.ibm.com", False),
+    ],
 )
 def test_example_hosts_are_the_reserved_ones(host: str, example: bool) -> None:
     assert is_example_host(host) is example

@@ -11,6 +11,7 @@ import ipaddress
 import posixpath
 import re
 import string
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -206,6 +207,34 @@ class Parmlib(Model):
     tcpdata: Member | None = None
 
 
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#-]+$")
+
+
+def _cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+        raise ValueError(f"cron {value!r}: expected five fields (minute hour day month weekday), e.g. '0 2 * * 6'")
+    return " ".join(fields)
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"timezone {value!r}: expected an IANA time zone such as Asia/Tokyo or UTC") from None
+    return value
+
+
+class Refresh(Model):
+    """A scheduled refresh of a source system's images: the deployment refresh-SYSTEM."""
+
+    cron: Annotated[str, AfterValidator(_cron)] = Field(description="When: five cron fields, e.g. '0 2 * * 6'")
+    timezone: Annotated[str, AfterValidator(_timezone)] = Field("UTC", description="IANA time zone of the cron")
+    images: list[str] = Field(min_length=1, description="Images refreshed at each of these times, one run each")
+    host: str | None = Field(None, description="Emulator host (hosts[].name) to deploy to instead of IBM Cloud")
+    active: bool = Field(True, description="false: the schedule is deployed paused (the shipped example is)")
+
+
 class Source(SshEndpoint):
     """A source z/OS system (or a Linux host holding emulated volumes)."""
 
@@ -215,6 +244,7 @@ class Source(SshEndpoint):
     )
     extraction: Extraction
     parmlib: Parmlib = Parmlib()
+    refresh: Refresh | None = Field(None, description="Schedule of the deployment refresh-SYSTEM")
 
     @model_validator(mode="after")
     def _key(self) -> Source:
@@ -674,6 +704,26 @@ def _cross_check(cfg: Config) -> Iterator[Issue]:
                 yield Issue(path=path, message=f"duplicate {field}: {msg}")
     for i, image in enumerate(cfg.images):
         yield from _check_image(i, image, components)
+    yield from _check_refreshes(cfg, components)
+
+
+def _check_refreshes(cfg: Config, components: dict[str, tuple[int, Component]]) -> Iterator[Issue]:
+    images = {i.name: i for i in cfg.images}
+    hosts = {h.name for h in cfg.hosts}
+    for i, source in enumerate(cfg.sources):
+        if source.refresh is None:
+            continue
+        at = f"sources[{i}].refresh"
+        for j, name in enumerate(source.refresh.images):
+            image = images.get(name)
+            if image is None:
+                yield Issue(path=f"{at}.images[{j}]",
+                            message=f"no image named {name!r} (known: {', '.join(sorted(images)) or 'none'})")
+            elif not any(c in components and components[c][1].source == source.name for c in image.components):
+                yield Issue(path=f"{at}.images[{j}]", message=f"image {name!r} has no component from {source.name}")
+        if source.refresh.host is not None and source.refresh.host not in hosts:
+            yield Issue(path=f"{at}.host",
+                        message=f"no host named {source.refresh.host!r} (known: {', '.join(sorted(hosts)) or 'none'})")
 
 
 def _check_image(i: int, image: Image, components: dict[str, tuple[int, Component]]) -> Iterator[Issue]:

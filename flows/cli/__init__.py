@@ -121,9 +121,10 @@ def plan(
 
 
 def _register_subcommands() -> None:
-    from flows.cli import ieasym, ipl, run, volume
+    from flows.cli import deployments, ieasym, ipl, run, volume
 
     app.add_typer(ieasym.app, name="ieasym")
+    app.add_typer(deployments.app, name="deployments")
     app.add_typer(volume.app, name="volume")
     app.add_typer(ipl.app, name="ipl")
     app.add_typer(run.app, name="run")
