@@ -17,6 +17,7 @@ Answers go to stdout as JSON lines (`{"need": VOLSER}` asks the relay for a volu
 `{"result": ...}` or `{"error": ...}`); log and progress lines go to stderr.
 """
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -648,12 +649,25 @@ class Deploy:
         self, vol: dict[str, Any], part: str, digest: str, origin: str, moved: int, seconds: float = 0.0
     ) -> None:
         final = os.path.join(self.set_dir, vol["volser"])
+        digest = self._rewrite(vol["volser"], part, digest)
         os.chown(part, *self.owner)
         os.chmod(part, 0o644)
         os.replace(part, final)
         record = {"extracted_sha256": vol["sha256"], "deployed_sha256": digest, "origin": origin}
         _write_file(os.path.join(self.set_dir, f".{vol['volser']}.done"), json.dumps(record).encode(), self.owner)
         self.outcome[vol["volser"]] = {"origin": origin, "moved": moved, "deployed_sha256": digest, "seconds": seconds}
+
+    def _rewrite(self, volser: str, part: str, digest: str) -> str:
+        """The host's network symbols into this volume's IEASYMxx members (in place); the new sha256."""
+        for job in self.job.get("rewrites") or []:
+            if job.get("volser") != volser:
+                continue
+            from datamover.rewrite import rewrite_member  # in the zipapp sent over SSH only
+
+            records = [base64.b64decode(r) for r in job["records"]]
+            _, digest = rewrite_member(part, job["dsn"], job["member"], records)
+            log(f"volume {volser}: {job['dsn']}({job['member']}) rewritten with the host's network symbols")
+        return digest
 
     def _finish(self) -> None:
         files = self.job.get("files") or {}

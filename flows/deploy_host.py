@@ -2,9 +2,9 @@
 
 read manifests → build (pure) → check the staged files → probe the host (read only) → plan: per
 volume transfer or reuse, free space, sets kept and removed (a host without room stops here, nothing
-written) → deploy the set on the host and switch `current` → summary. The network symbols are not yet
-written into the deployed IEASYM member: the run says so in its summary and ends in a Completed
-state named accordingly.
+written) → deploy the set on the host and switch `current` → summary. The network symbols are
+written into the deployed copies of the IEASYMxx members the IPL chain leads to; when they cannot be,
+the run says why in its summary and ends in a Completed state named accordingly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prefect.states import Completed, State
 from flows.build_image import artifact_key
 from infra.configfile import load_config
 from tasks.build import build, check_staged, read_manifests
-from tasks.host import SYMBOLS_NOT_WRITTEN, HostSpaceError, choose_path, deploy_set, probe_host
+from tasks.host import HostSpaceError, choose_path, deploy_set, find_symbols, probe_host
 from zimage import host_set
 from zimage.sizing import human
 
@@ -41,12 +41,14 @@ def deploy_host(config: str, image: str, host: str, generations: dict[str, str] 
     cfg = load_config(config)
     target = cfg.host(host)
     logger = get_run_logger()
-    built = build(config, image, read_manifests(config, image, generations))
+    manifests = read_manifests(config, image, generations)
+    built = build(config, image, manifests)
     check_staged(config, built)
+    symbols = find_symbols(config, host, image, manifests)
     state = probe_host(config, host, image)
     path = choose_path(cfg, target, state)
     devmap_text = host_set.host_devmap(target, cfg.image(image), built)
-    document = host_set.new_set(target, cfg.image(image), built, devmap_text, SYMBOLS_NOT_WRITTEN)
+    document = host_set.new_set(target, cfg.image(image), built, devmap_text, symbols.status)
     plan = host_set.plan(target, built, document, state)
     logger.info("plan:\n%s", plan.text())
     if not plan.fits:
@@ -54,9 +56,10 @@ def deploy_host(config: str, image: str, host: str, generations: dict[str, str] 
             f"host {host}: {human(plan.free_needed)} needed in {target.root}, {human(plan.free_bytes)} available; "
             "nothing was written"
         )
-    result = deploy_set(config, host, image, built, document, plan, path, state.local_address)
+    result = deploy_set(config, host, image, built, document, plan, path, state.local_address, symbols)
     seconds = time.monotonic() - started
     summary = _summary(host, image, target.root, document, result, seconds)
+    summary["network_symbols"] = symbols.status
     columns = ("volser", "origin", "bytes", "moved", "deployed_sha256")
     create_table_artifact(
         key=artifact_key("host-volumes", f"{host}-{image}"),
@@ -64,8 +67,11 @@ def deploy_host(config: str, image: str, host: str, generations: dict[str, str] 
         description=f"Volumes of set {document.set} on host {host}",
     )
     create_markdown_artifact(key=artifact_key("deploy-host", f"{host}-{image}"), markdown=summary["markdown"])
-    logger.warning("network symbols %s", SYMBOLS_NOT_WRITTEN)
-    return Completed(message=f"network symbols {SYMBOLS_NOT_WRITTEN}", name=STATE_WITHOUT_SYMBOLS, data=summary)
+    if symbols.written:
+        logger.info("network symbols %s", symbols.status)
+        return Completed(message=f"set {document.set} current; network symbols {symbols.status}", data=summary)
+    logger.warning("network symbols %s", symbols.status)
+    return Completed(message=f"network symbols {symbols.status}", name=STATE_WITHOUT_SYMBOLS, data=summary)
 
 
 def _summary(
@@ -85,11 +91,11 @@ def _summary(
         + (f"; left because their files are open: {', '.join(result['busy'])}" if result["busy"] else "")
         + f"\n- free space left: {human(result['free_bytes'])}\n"
         f"- took {seconds:.1f} s\n"
-        f"- **network symbols {SYMBOLS_NOT_WRITTEN}**\n"
+        f"- **network symbols {document.network_symbols}**\n"
     )
     return {
         "image": image, "host": host, "set": document.set, "switched": result["switched"],
         "data_path": result["data_path"], "moved_bytes": moved, "reused_bytes": reused,
         "volumes": result["volumes"], "removed": result["removed"], "busy": result["busy"],
-        "network_symbols": SYMBOLS_NOT_WRITTEN, "seconds": round(seconds, 1), "markdown": markdown,
+        "network_symbols": document.network_symbols, "seconds": round(seconds, 1), "markdown": markdown,
     }  # fmt: skip

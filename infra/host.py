@@ -89,7 +89,7 @@ def run_mover(
     reader.start()
     answer: dict[str, Any] | None = None
     try:
-        zipapp = build_zipapp()
+        zipapp = build_zipapp(datasets=True)  # the host rewrites IEASYM members
         channel.sendall(f"{len(zipapp)}\n".encode() + zipapp + json.dumps(job).encode() + b"\n")
         for raw in channel.makefile("rb"):
             doc = json.loads(raw)

@@ -11,6 +11,9 @@ import pwd
 import pytest
 
 from flows.deploy_host import STATE_WITHOUT_SYMBOLS, deploy_host
+from infra.configfile import load_config
+from tasks.build import read_manifests
+from tasks.host import symbols
 from tests.support.host_site import HOST, IMAGE, OWNER, HostSite, dasdls, fill_random, run_cli, sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -52,9 +55,15 @@ def test_deploy_then_refresh_moves_only_the_changed_volume(host_site: HostSite) 
 
     fill_random(site.source("WORK02"), seed=99)
     site.extract("2024-06-02_10_00_00", ["zt-data"])
+    # what the deploy's IPL-chain look-up reads on the storage server (a Python run there), measured alone
+    cfg = load_config(site.config())
+    manifests = read_manifests.fn(site.config(), IMAGE)
+    before = site.storage_rchar()
+    symbols(cfg, cfg.host(HOST), IMAGE, manifests)
+    lookup = site.storage_rchar() - before
     before = site.storage_rchar()
     second = deploy_host(site.config(), IMAGE, HOST)
-    read = site.storage_rchar() - before
+    read = site.storage_rchar() - before - lookup
 
     origins = {v["volser"]: v["origin"] for v in second["volumes"]}
     assert origins == {"ZRES01": "reused", "WORK01": "reused", "WORK02": "transferred"}

@@ -57,13 +57,14 @@ def host_devmap(host: Host, image: Image, built: BuiltImage) -> str:
     return devmap.render(settings, [devmap.DevmapVolume(v.name, v.devnum, v.devtype) for v in built.volumes])
 
 
-def set_name(built: BuiltImage, devmap_text: str, ipl: str, network: Network) -> str:
+def set_name(built: BuiltImage, devmap_text: str, ipl: str, network: Network, symbols: str) -> str:
     """`<newest generation>-<8 hex digits>`: equal inputs give the same name (a re-run resumes it)."""
     decided = {
         "volumes": [(v.name, v.devnum, v.sha256) for v in built.volumes],
         "devmap": devmap_text,
         "ipl": ipl,
         "network": network.model_dump(),
+        "symbols": symbols,
     }
     digest = hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:8]
     return f"{max(built.generations.values())}-{digest}"
@@ -110,7 +111,7 @@ def new_set(host: Host, image: Image, built: BuiltImage, devmap_text: str, symbo
     components = {v.component: built.generations[v.component] for v in built.volumes}
     return DeployedSet(
         image=image.name,
-        set=set_name(built, devmap_text, ipl, network),
+        set=set_name(built, devmap_text, ipl, network, symbols),
         host=host.name,
         generations=built.generations,
         ipl=ipl.strip(),

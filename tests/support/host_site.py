@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,12 @@ class HostSite:
     storage: Sshd
     host: Sshd
     config_path: Path
+    volumes: dict[str, tuple[str, list[tuple[str, str]]]]
     document: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.storage.stop()
+        self.host.stop()
 
     @property
     def host_root(self) -> Path:
@@ -99,7 +104,7 @@ class HostSite:
     def extract(self, generation: str, components: list[str] | None = None) -> None:
         from flows.extract_component import extract_component
 
-        for component in components or list(VOLUMES):
+        for component in components or list(self.volumes):
             extract_component(str(self.config_path), component, generation, retry_delay_seconds=0.0)
 
     def current(self) -> str:
@@ -148,51 +153,65 @@ def dasdls(path: Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def host_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[HostSite]:
-    """Storage and host sshd's, three dasdload volumes with random data, extracted once (FIRST)."""
+def start_site(
+    root: Path,
+    make_volumes: Callable[[Path], None],
+    volumes: dict[str, tuple[str, list[tuple[str, str]]]],
+    image: dict[str, Any] | None = None,
+    cylinders: int = CYLINDERS,
+) -> HostSite:
+    """Storage and host sshd's; `make_volumes(directory)` writes <VOLSER>.ckd there; extracted once (FIRST)."""
     if not Path(SSHD).exists():
         pytest.skip("OpenSSH sshd is not installed (Debian package openssh-server)")
-    root = tmp_path_factory.mktemp("host-site")
     storage = Sshd.start(root / "storage-sshd")
     host = Sshd.start(root / "host-sshd")
     try:
         (root / "source").mkdir()
         (root / "staging").mkdir()
-        for seed, (_, vols) in enumerate(VOLUMES.values()):
-            for volser, _ in vols:
-                load_volume(
-                    root / "source" / f"{volser}.ckd",
-                    volser,
-                    [Dataset(f"ZT.{volser}.DATA", dsorg="PS", tracks=2)],
-                    cylinders=CYLINDERS,
-                )
-                fill_random(root / "source" / f"{volser}.ckd", seed * 10 + len(volser) + ord(volser[-1]))
+        make_volumes(root / "source")
         document = site_config(
-            root,
-            target=None,
-            volumes=VOLUMES,
-            cylinders=CYLINDERS,  # type: ignore[arg-type]
-            storage=storage.endpoint(
-                root=str(root / "staging"), authorized_keys_file=str(storage.directory / "authorized_keys")
-            ),
+            root, target=None, volumes=volumes, cylinders=cylinders,  # type: ignore[arg-type]
+            storage=storage.endpoint(root=str(root / "staging"),
+                                     authorized_keys_file=str(storage.directory / "authorized_keys")),
             agent_options=f" --identity {storage.client_key} --known-hosts {storage.known_hosts}",
-        )
+        )  # fmt: skip
         del document["target"]
+        document["images"][0].update(image or {})  # type: ignore[index]
         document["hosts"] = [host.endpoint(name=HOST, root=str(root / "host"), owner=OWNER, keep=2)]
         # the orchestrator's known_hosts must know the storage server for the host's pull
         known = root / "known_hosts"
         known.write_text(storage.known_hosts.read_text() + host.known_hosts.read_text())
-        document["storage"]["known_hosts_file"] = str(known)
+        document["storage"]["known_hosts_file"] = str(known)  # type: ignore[index]
         document["hosts"][0]["known_hosts_file"] = str(known)
         config = root / "deploy.yaml"
         config.write_text(yaml.safe_dump(document, sort_keys=False))
-        site = HostSite(root, storage, host, config, document)
+        site = HostSite(root, storage, host, config, volumes, document)
         site.extract(FIRST)
-        yield site
-    finally:
+        return site
+    except BaseException:
         storage.stop()
         host.stop()
+        raise
+
+
+def _volumes_with_data(directory: Path) -> None:
+    for seed, (_, vols) in enumerate(VOLUMES.values()):
+        for volser, _ in vols:
+            path = load_volume(
+                directory / f"{volser}.ckd", volser, [Dataset(f"ZT.{volser}.DATA", dsorg="PS", tracks=2)],
+                cylinders=CYLINDERS,
+            )  # fmt: skip
+            fill_random(path, seed * 10 + len(volser) + ord(volser[-1]))
+
+
+@pytest.fixture(scope="module")
+def host_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[HostSite]:
+    """Three dasdload volumes, each with a data set and 3 MB of random data past cylinder 0."""
+    site = start_site(tmp_path_factory.mktemp("host-site"), _volumes_with_data, VOLUMES)
+    try:
+        yield site
+    finally:
+        site.stop()
 
 
 __all__ = ["HOST", "IMAGE", "OWNER", "SYSTEM", "HostSite", "dasdls", "extract_all", "run_cli", "start_cli"]
