@@ -6,6 +6,7 @@ everything else. Schema (unknown keys are errors; "?" marks optional keys):
 {
   "schema": "zimage-mover-config/1",
   "image": "zos25-dev",                     // must equal image.name of image-metadata.json
+  "build"?: "b1a2b3c4",                     // the orchestrator's build id, echoed in progress and report
   "layout": "all-in-data",                  // or "boot-split"
   "jobs"?: 17,                              // volumes in parallel (default: CPUs + 1)
   "retries"?: 2, "retry_delay"?: 5.0,       // a failed volume is tried again from the start
@@ -93,6 +94,7 @@ class MoverConfig:
     retry_delay: float = 5.0
     progress_every: float = 15.0
     accelerators: tuple[Wheel, ...] = ()
+    build: Optional[str] = None  # echoed, so that the orchestrator never takes another build's report
 
 
 class _Doc:
@@ -247,6 +249,12 @@ def _wheels(value: object) -> tuple[Wheel, ...]:
     return tuple(wheels)
 
 
+def _build(value: Any) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9]{1,31}", value)):
+        raise MoverError(f"mover configuration: build: {value!r} is not a build id")
+    return value
+
+
 def parse_config(raw: bytes) -> MoverConfig:
     """Parse and validate a mover configuration; errors name the field."""
     try:
@@ -255,7 +263,7 @@ def parse_config(raw: bytes) -> MoverConfig:
         raise MoverError(f"mover configuration: not valid JSON: {exc}") from exc
     top = _Doc(
         value, "",
-        ("schema", "image", "layout", "jobs", "retries", "retry_delay", "progress_every", "s3", "objects",
+        ("schema", "image", "build", "layout", "jobs", "retries", "retry_delay", "progress_every", "s3", "objects",
          "qcow2", "progress", "report", "attachments", "accelerators"),
     )
     if top.get("schema", str) != SCHEMA:
@@ -277,6 +285,7 @@ def parse_config(raw: bytes) -> MoverConfig:
         retry_delay=top.get("retry_delay", (int, float), 5.0),
         progress_every=top.positive("progress_every", 15.0, (int, float)),
         accelerators=_wheels(value.get("accelerators", [])),
+        build=_build(value.get("build")),
     )
     uses_s3 = isinstance(config.objects, str) or any(
         isinstance(t, S3Target) for t in (config.qcow2, config.progress, config.report)

@@ -22,6 +22,7 @@ class Report:
         self.started = _now()
         self._start = time.monotonic()
         self.image: Optional[str] = None
+        self.build: Optional[str] = None
         self.layout: Optional[str] = None
         self.inflate: Optional[str] = None
         self.jobs: Optional[int] = None
@@ -43,6 +44,7 @@ class Report:
             "error": self.error,
             "mode": self.mode,
             "image": self.image,
+            "build": self.build,
             "layout": self.layout,
             "inflate": self.inflate,
             "jobs": self.jobs,

@@ -79,6 +79,7 @@ def run_vsi(
     mounts = _Mounts(workdir)
     try:
         config = load_config(config_url, config_path)
+        report.build = config.build
         report.outputs["accelerators"] = load_wheels(config.accelerators, workdir)
         report.inflate, zmod = inflate_module()
         s3 = S3Client(config.s3) if config.s3 else None
@@ -156,7 +157,7 @@ def _finish_files(inputs: Inputs, dirs: dict[str, str]) -> None:
 
 def _publisher(uploader: Uploader, config: MoverConfig, status: str) -> Any:
     def publish(snapshot: dict[str, Any]) -> None:
-        body = json.dumps({"status": status, **snapshot}).encode()
+        body = json.dumps({"status": status, "build": config.build, **snapshot}).encode()
         uploader.put_bytes(config.progress, body, "application/json", "progress.json")
 
     return publish

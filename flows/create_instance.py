@@ -60,7 +60,7 @@ def create_instance(
         poll=poll_seconds, ready_timeout=timeout_minutes * 60, delete_timeout=timeout_minutes * 60,
         retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(30 * retry_base_seconds, retry_base_seconds)),
     )
-    cloud = connect(cfg.target, resolve_api_key(cfg.target), timing=timing)
+    cloud = connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing)
     created = create_wazi_instance(
         cloud, name, image, subnet, ssh_key, profile, reserved_ip, security_group, data_volume_profile
     )

@@ -5,17 +5,20 @@ With `target.mover.mode: local` (the demo) the mover runs on this machine and "p
 the qcow2, the data image and the report are left in `target.mover.output_directory`.
 
 With `target.mover.mode: vsi`: check (nothing created yet) that the image and snapshot names are
-free, that a mover image matches and the resource group exists → build and stage → provision the
-mover VSI through a ledger → wait for its report in the bucket → snapshot the data volume and
-create the custom image → tear down. Teardown runs in a `finally` and again from the flow's
-failure, cancellation and crash hooks (it is idempotent); a process killed outright leaves its
-ledger for `reap-orphans`.
+free, that a mover image matches, the resource group exists and the image service may read the
+COS instance → open the build's ledger and make sure no other build of the image runs → build
+and stage → provision the mover VSI through the ledger → wait for its report in the bucket →
+snapshot the data volume and create the custom image (both in the ledger until ready) → tear
+down. Teardown runs in a `finally` and again from the flow's failure, cancellation and crash
+hooks, which need nothing but the config and the ledger: a process worker runs them in its own
+process after it has killed the flow's. A process killed outright leaves its ledger for
+`reap-orphans`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import threading
 import time
 from typing import Any
 
@@ -31,17 +34,15 @@ from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
 from infra.iam import RetryPolicy
-from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
-from infra.ledger import Ledger
-from infra.object_store import ObjectStore
+from infra.ibmcloud import Timing, connect, resolve_api_key
 from tasks.convert import convert_locally
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
 from tasks.publish import check_product_names, publish
 from tasks.stage import stage_auxiliary, stage_volume
-from tasks.teardown import TeardownResult, open_ledger, teardown
+from tasks.teardown import TeardownResult, check_image_free, open_ledger, teardown_flow_run, teardown_once
 from zimage import resources
 from zimage.build import BuiltImage
-from zimage.config import Config
+from zimage.config import Config, ipv4_cidr
 from zimage.sizing import human
 
 log = logging.getLogger(__name__)
@@ -63,43 +64,33 @@ def stage_image(config: str, built: BuiltImage) -> list[dict[str, Any]]:
     return staged
 
 
-# --- teardown bookkeeping shared by the flow body and its state hooks ---------------------------
-
-
-class _Run:
-    """What teardown needs of a running build."""
-
-    def __init__(self, cloud: IbmCloud, ledger: Ledger, store: ObjectStore, image: str) -> None:
-        self.cloud, self.ledger, self.store, self.image = cloud, ledger, store, image
-        self.upload_id: str | None = None
-        self.result: TeardownResult | None = None
-        self.lock = threading.Lock()
-
-    def teardown(self) -> TeardownResult:
-        with self.lock:  # the finally and a hook may both get here
-            result = teardown(self.cloud, self.ledger)
-            try:
-                for line in mover_config.discard(self.store, self.image, self.upload_id):
-                    log.info("teardown: %s", line)
-            except Exception as exc:  # the resources matter more than leftover objects
-                log.warning("teardown: bucket clean-up of %s failed: %s", self.image, exc)
-                result.failures.append(f"bucket clean-up: {exc}")
-            if self.ledger.document.status == "running":
-                self.ledger.finish(ok=False)
-            self.result = result
-            return result
-
-
-_RUNS: dict[str, _Run] = {}
+# --- teardown from the state hooks ---------------------------------------------------------------
 
 
 def _teardown_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    run = _RUNS.pop(str(flow_run.id), None)
-    if run is None:
-        return  # nothing provisioned, or the flow body tore down already
-    result = run.teardown()
+    """Tear down what the flow run's ledger still holds. This may run in another process than the
+    flow's (a process worker runs the cancellation hooks itself): it reads the config and the
+    ledger again and needs nothing else."""
     logger = logging.getLogger("zimage.deploy")
-    logger.info("teardown after %s: %d deleted, %d failures", state.name, len(result.deleted), len(result.failures))
+    params = {**_PARAMETER_DEFAULTS, **(flow_run.parameters or {})}
+    try:
+        cfg = load_config(params["config"])
+        if cfg.cloud.mover.mode == "local":
+            return
+        timing = _timing(params["poll_seconds"], params["resource_timeout_minutes"],
+                         params["publish_timeout_minutes"], params["retry_base_seconds"], params["report_poll_seconds"])
+        results = teardown_flow_run(
+            lambda: connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing),
+            open_object_store(cfg.cloud.cos), str(flow_run.id),
+        )
+    except Exception:
+        logger.exception("teardown after %s of flow run %s could not run; run reap-orphans", state.name, flow_run.id)
+        raise
+    for result in results:
+        logger.info("teardown after %s: %d deleted, %d already gone, %d failures", state.name, len(result.deleted),
+                    len(result.gone), len(result.failures))
+        for failure in result.failures:
+            logger.error("teardown after %s: %s", state.name, failure)
 
 
 def _timing(
@@ -136,6 +127,8 @@ def deploy_image(
     deadline_minutes: float | None = None,
     retry_base_seconds: float = 1.0,
     ssh_from: str = "0.0.0.0/0",
+    stale_minutes: float = 30.0,
+    keep_mover_key: bool = False,
 ) -> dict[str, Any]:
     """Make the custom image and the data snapshot of IMAGE from its staged components.
 
@@ -150,15 +143,34 @@ def deploy_image(
         deadline_minutes: longest the conversion may take; default target.mover.deadline_hours.
         retry_base_seconds: first back-off of a retried API call (429, 5xx), doubled each time.
         ssh_from: CIDR allowed to reach port 22 of the mover when target.mover.ssh_access is set.
+        stale_minutes: the run fails when the mover's progress has not changed for this long (or
+            none came in this long after its start): a mover that died is not waited for until the deadline.
+        keep_mover_key: keep the mover's SSH private key (target.mover.ssh_access) after the teardown.
     """
     cfg = load_config(config)
     cfg.image(image)
-    if cfg.target.mover.mode == "local":
+    if cfg.cloud.mover.mode == "local":
         return _deploy_locally(config, cfg, image, generations)
+    ipv4_cidr(ssh_from, "ssh_from")
+    if stale_minutes <= 0:
+        raise ValueError(f"stale_minutes {stale_minutes}: expected more than 0")
     timing = _timing(poll_seconds, resource_timeout_minutes, publish_timeout_minutes, retry_base_seconds,
                      report_poll_seconds)
-    deadline_s = (deadline_minutes * 60) if deadline_minutes is not None else cfg.target.mover.deadline_hours * 3600
-    return _deploy_vsi(config, cfg, image, generations, timing, deadline_s, ssh_from)
+    deadline_s = (deadline_minutes * 60) if deadline_minutes is not None else cfg.cloud.mover.deadline_hours * 3600
+    waits = _Waits(deadline_s, stale_minutes * 60, mover_config.lifetimes(deadline_s, 2 * timing.ready_timeout))
+    return _deploy_vsi(config, cfg, image, generations, timing, waits, ssh_from, keep_mover_key)
+
+
+_PARAMETER_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(deploy_image.fn).parameters.items() if p.default is not p.empty
+}
+
+
+class _Waits:
+    """How long the run waits for its mover, and so how long the mover's URLs live."""
+
+    def __init__(self, deadline_s: float, stale_s: float, lifetime: mover_config.Lifetimes) -> None:
+        self.deadline_s, self.stale_s, self.lifetime = deadline_s, stale_s, lifetime
 
 
 def _stage(config: str, image: str, generations: dict[str, str] | None) -> tuple[BuiltImage, list[dict[str, Any]]]:
@@ -207,63 +219,65 @@ def _deploy_vsi(
     image: str,
     generations: dict[str, str] | None,
     timing: Timing,
-    deadline_s: float,
+    waits: _Waits,
     ssh_from: str,
+    keep_mover_key: bool,
 ) -> Any:
     logger = get_run_logger()
     started = time.monotonic()
     spec = cfg.image(image)
     index = [i.name for i in cfg.images].index(image)
+    target = cfg.cloud
     # secrets and every check that needs no resource come first: a refusal here creates nothing
-    cloud = connect(cfg.target, resolve_api_key(cfg.target), timing=timing)
+    cloud = connect(target, resolve_api_key(target), timing=timing)
     check_product_names(cloud, spec, index)
-    mover_image = check_mover_image(cloud, cfg.target.mover.image)
-    if not cloud.check_image_authorization():
+    mover_image = check_mover_image(cloud, target.mover.image)
+    cos_instance = cloud.resource_controller.find_cos_instance(target.cos.instance_name)
+    if not cloud.check_image_authorization(cos_instance.guid):
         raise RuntimeError(
-            "the VPC image service may not read Cloud Object Storage in this account, so the custom image could "
-            "not be imported; nothing was created. Create the authorization once: ibmcloud iam "
-            "authorization-policy-create is cloud-object-storage Reader --source-resource-type image"
+            f"the VPC image service may not read the Cloud Object Storage instance {cos_instance.name}, so the "
+            "custom image could not be imported; nothing was created. Create the authorization once: ibmcloud iam "
+            "authorization-policy-create is cloud-object-storage Reader --source-resource-type image "
+            f"--target-service-instance-id {cos_instance.guid}"
         )
-    store = open_object_store(cfg.target.cos)
+    store = open_object_store(target.cos)
 
-    built, staged = _stage(config, image, generations)
     build_id = resources.new_build_id()
     flow_run_id = current_flow_run.id
-    ledger = open_ledger(store, build_id, image, flow_run_id)
-    run = _Run(cloud, ledger, store, image)
-    if flow_run_id:
-        _RUNS[flow_run_id] = run
+    ledger = open_ledger(store, build_id, image, flow_run_id, keep_key=keep_mover_key)
     logger.info("build %s of image %s: resources are named %s*", build_id, image, resources.name(build_id, ""))
+    built: BuiltImage | None = None
     mover: MoverResources | None = None
     outcome = "failed"
     products: dict[str, Any] = {}
     report: dict[str, Any] = {}
     convert_started = time.monotonic()
     try:
-        mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, ssh_from)
-        run.upload_id = mover.upload_id
+        check_image_free(store, ledger)  # two builds of one image never run at once
+        built, staged = _stage(config, image, generations)
+        mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, waits.lifetime, ssh_from)
         convert_started = time.monotonic()
-        report = wait_for_mover(cloud, store, image, mover.instance, deadline_s, flow_run_id)
+        report = wait_for_mover(cloud, store, image, build_id, mover.instance, waits.deadline_s, waits.stale_s,
+                                flow_run_id)
         convert_seconds = time.monotonic() - convert_started
-        products = publish(cloud, cfg.target, spec, mover.volumes["data"])
+        products = publish(cloud, ledger, target, spec, mover.volumes["data"])
         outcome = "succeeded"
     except MoverCancelled as exc:
         outcome = "cancelled"
         logger.warning("%s: tearing down", exc)
     finally:
-        torn = run.teardown()
+        torn = teardown_once(cloud, ledger, store)
         if not torn.failures:  # otherwise the failure hook tries once more
-            _RUNS.pop(flow_run_id or "", None)
-        if outcome == "succeeded" and not torn.failures:
-            ledger.finish(ok=True)
+            torn.attempt(f"ledger of build {build_id}", lambda: ledger.finish(ok=outcome == "succeeded"))
         _artifacts(image, build_id, built, mover, products, report, torn, outcome, time.monotonic() - started)
     if torn.failures:
         raise RuntimeError(
-            f"build {build_id}: teardown left {len(torn.failures)} resource(s); run reap-orphans. "
+            f"build {build_id}: teardown failed {len(torn.failures)} time(s); run reap-orphans. "
             + "; ".join(torn.failures)
         )
     if outcome == "cancelled":
         return Cancelled(message=f"deploy of {image} cancelled; build {build_id} torn down")
+    assert built is not None
     summary = {
         "image": image,
         "mode": "vsi",
@@ -284,7 +298,7 @@ def _deploy_vsi(
 def _artifacts(
     image: str,
     build_id: str,
-    built: BuiltImage,
+    built: BuiltImage | None,
     mover: MoverResources | None,
     products: dict[str, Any],
     report: dict[str, Any],
@@ -293,12 +307,16 @@ def _artifacts(
     seconds: float,
 ) -> None:
     lines = [f"# Deploy of image {image}: {outcome}", ""]
-    lines.append(f"- build `{build_id}`, {len(built.volumes)} volume(s), {human(built.size)} "
-                 f"({human(built.gz_size)} compressed), {seconds:.0f} s in all")
+    if built is not None:
+        lines.append(f"- build `{build_id}`, {len(built.volumes)} volume(s), {human(built.size)} "
+                     f"({human(built.gz_size)} compressed), {seconds:.0f} s in all")
+    else:
+        lines.append(f"- build `{build_id}`, stopped before staging, {seconds:.0f} s in all")
     if mover is not None:
         lines.append(f"- mover `{mover.instance.name}` ({mover.image}), user data {mover.user_data_bytes} bytes")
         if mover.private_key_file:
-            lines.append(f"- SSH private key kept at `{mover.private_key_file}` (mode 0600)")
+            lines.append(f"- SSH private key `{mover.private_key_file}` (mode 0600; deleted at teardown unless "
+                         "keep_mover_key)")
     if report:
         totals = report.get("totals") or {}
         lines.append(f"- conversion: {human(totals.get('bytes') or 0)} in {report.get('seconds')} s "

@@ -1,11 +1,16 @@
 """Flow reap-orphans: find the temporary resources of builds that are no longer running and delete
 them (dry run by default).
 
-Resources are found by zimage's name prefix (`zimage-<build>-...`) and, for volumes, by the
-`zimage` user tag, and grouped by build id. A build counts as running when its ledger says so
-and its process (ledger written on this machine) is alive or, when the ledger came from
-elsewhere, its Prefect flow run has not ended. Builds with no ledger are judged by the age of
-their newest resource. The custom images and snapshots are products and never touched.
+Resources are looked for in the config's resource group only: by exactly the names builds give
+(`zimage-<build>-<role>`, the build id as zimage makes it) and, for volumes, by the build tag, and
+grouped by build id. A resource is deleted only when something proves it is zimage's: the build's
+ledger lists it, or it carries the build's tag; a look-alike name alone is reported and left alone.
+A build may be reaped when its ledger says it ended, its Prefect flow run is known to have ended,
+or its process (ledger written on this machine, in this boot) is gone. When nothing can tell -
+the flow run cannot be read (another or an ephemeral Prefect API) and the process ran elsewhere -
+the build is kept and the summary says so, unless `older_than_minutes` is given and its newest
+resource is older. Custom images and snapshots are products: only those the ledger of a dead
+build holds as unfinished (still importing, failed) are deleted.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def _run_name() -> str:
 def reap_orphans(
     config: str,
     dry_run: bool = True,
-    older_than_minutes: float = 120.0,
+    older_than_minutes: float | None = None,
     poll_seconds: float = 10.0,
     delete_timeout_minutes: float = 20.0,
     retry_base_seconds: float = 1.0,
@@ -41,8 +46,8 @@ def reap_orphans(
     Args:
         config: path of the zimage YAML config (its target names the account, region and bucket).
         dry_run: only list what would be deleted (the default).
-        older_than_minutes: a build with no ledger to ask is left alone while its newest resource is
-            younger than this.
+        older_than_minutes: also reap a build whose state nothing can tell once its newest resource
+            is older than this (default: such builds are kept).
         poll_seconds: interval between status reads while waiting for deletions.
         delete_timeout_minutes: longest wait for one deletion.
         retry_base_seconds: first back-off of a retried API call (429, 5xx).
@@ -53,23 +58,25 @@ def reap_orphans(
         poll=poll_seconds, delete_timeout=delete_timeout_minutes * 60,
         retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(30 * retry_base_seconds, retry_base_seconds)),
     )
-    cloud = connect(cfg.target, resolve_api_key(cfg.target), timing=timing, resource_group=False)
-    store = open_object_store(cfg.target.cos)
+    cloud = connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing)  # its resource group only
+    store = open_object_store(cfg.cloud.cos)
     records = survey(cloud, store, older_than_minutes)
     dead = [r for r in records if not r.running]
     for r in records:
-        log.info("build %s: %s (%s): %s", r.build_id, "running" if r.running else "orphaned", r.why,
+        log.info("build %s: %s (%s): %s", r.build_id, "left alone" if r.running else "orphaned", r.why,
                  ", ".join(x.name for x in r.resources))
+        if r.unproven:
+            log.warning("build %s: not deleted, nothing proves they are zimage's: %s", r.build_id,
+                        ", ".join(str(x) for x in r.unproven))
     results: dict[str, TeardownResult] = {}
     if not dry_run:
-        busy = {r.document.image for r in records if r.running and r.document}
         for record in dead:
-            results[record.build_id] = reap(cloud, record, store, busy_images=busy)
+            results[record.build_id] = reap(cloud, record, store)
     rows = summarize(records)
     for row in rows:
         done = results.get(row["build"])
         row["action"] = (
-            "left alone (running)" if row["running"]
+            "left alone" if row["running"]
             else "would delete" if dry_run
             else f"deleted {len(done.deleted)}, already gone {len(done.gone)}, failed {len(done.failures)}"
             if done else ""
@@ -83,6 +90,8 @@ def reap_orphans(
              f"- builds with resources left: {len(records)}, not running: {len(dead)}"]
     lines += [f"- build `{r.build_id}` {verb}: " + ", ".join(f"`{x.name}`" for x in r.resources) for r in dead]
     lines += [f"- build `{r.build_id}` left alone: {r.why}" for r in records if r.running]
+    lines += [f"- build `{r.build_id}`: named like zimage's but nothing proves it, never deleted: "
+              + ", ".join(f"`{x.name}`" for x in r.unproven) for r in records if r.unproven]
     if failures:
         lines += ["", "**Failures:**"] + [f"- {f}" for f in failures]
     if dry_run and dead:

@@ -53,4 +53,4 @@ def placeholder_user_data(cfg: Config, image: str) -> str:
     from datamover.package import build_zipapp
 
     cfg.image(image)
-    return render_user_data(build_zipapp(), PLACEHOLDER_URL)
+    return render_user_data(build_zipapp(mode="vsi"), PLACEHOLDER_URL)  # as infra.mover_config.user_data

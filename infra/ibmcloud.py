@@ -56,6 +56,7 @@ class Timing:
     image_timeout: float = 300 * 60
     snapshot_timeout: float = 120 * 60
     report_poll: float = 30.0  # the mover's progress/report objects
+    list_settle: float = 60.0  # how long a list may lag behind a create (a name not found is believed after it)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -63,7 +64,7 @@ class Timing:
         """Short waits for tests against the fake API."""
         return cls(
             poll=poll, ready_timeout=timeout, delete_timeout=timeout, image_timeout=timeout,
-            snapshot_timeout=timeout, report_poll=poll * 4,
+            snapshot_timeout=timeout, report_poll=poll * 4, list_settle=2.0,
             retry=RetryPolicy(attempts=5, base_delay=0.02, max_delay=0.2, max_retry_after=1.0),
         )
 
@@ -105,8 +106,19 @@ def connect(
     """Clients for `target`. With `resource_group`, the configured group is looked up (by name)
     and every create is placed in it."""
     timing = timing or Timing()
+    rc_url = resource_controller_url()
+    plain = target.http_endpoints()
+    if rc_url.lower().startswith("http://"):
+        if not target.insecure_http:
+            raise ValueError(
+                f"{RESOURCE_CONTROLLER_ENV} {rc_url}: plain http would carry the IAM token unencrypted; use https, "
+                "or set target.insecure_http: true for a local stand-in"
+            )
+        plain[RESOURCE_CONTROLLER_ENV] = rc_url
+    if plain:
+        log.warning("target.insecure_http: talking plain http to %s", ", ".join(f"{k} {v}" for k, v in plain.items()))
     authenticator = iam_authenticator(api_key.reveal(), target.iam_endpoint)
-    rc = ResourceController(PlatformClient(authenticator, resource_controller_url()), retry=timing.retry)
+    rc = ResourceController(PlatformClient(authenticator, rc_url), retry=timing.retry)
     group_id = rc.find_resource_group(target.resource_group) if resource_group else None
     client = vpc_client(api_key.reveal(), target.region, iam_endpoint=target.iam_endpoint, vpc_endpoint=target.vpc_url)
     vpc = Vpc(

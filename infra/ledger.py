@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,7 +24,28 @@ from zimage import resources
 
 log = logging.getLogger(__name__)
 
-State = Literal["creating", "created", "deleted", "failed"]
+# kept: a product (custom image, snapshot) that got ready; teardown leaves it
+State = Literal["creating", "created", "deleted", "failed", "kept"]
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def boot_id() -> str | None:
+    """This machine's current boot (Linux): a pid means something only within the boot that wrote it."""
+    return _read("/proc/sys/kernel/random/boot_id")
+
+
+def process_started(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), so that a reused pid is not taken for it."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the command name may hold spaces
 
 
 class Entry(BaseModel):
@@ -43,15 +64,34 @@ class LedgerDocument(BaseModel):
     image: str
     started: datetime = Field(default_factory=lambda: datetime.now(UTC))
     pid: int = Field(default_factory=os.getpid)
-    host: str = Field(default_factory=socket.gethostname)  # where pid means something
+    host: str = Field(default_factory=socket.gethostname)
+    # where and which process wrote it (`here()` fills them in); absent, the pid is nobody's to check
+    boot_id: str | None = None
+    pid_started: str | None = None
     flow_run_id: str | None = None
+    keep_key: bool = False  # the mover's SSH private key stays after teardown (asked for)
     status: Literal["running", "finished", "failed"] = "running"
     entries: list[Entry] = Field(default_factory=list)
 
     def live(self) -> list[Entry]:
-        """Entries that may still exist, in teardown order."""
+        """Entries that may still exist and are not kept products, in teardown order."""
         live = [e for e in self.entries if e.state in ("creating", "created", "failed")]
         return sorted(live, key=lambda e: resources.teardown_rank(e.kind))
+
+    @classmethod
+    def here(cls, **fields: Any) -> LedgerDocument:
+        """A new ledger of a build run by this process."""
+        pid = os.getpid()
+        return cls(pid=pid, boot_id=boot_id(), pid_started=process_started(pid), **fields)
+
+    def written_here(self) -> bool:
+        """Whether this machine, in its current boot, wrote the ledger: only then is its pid ours to check."""
+        return self.boot_id is not None and self.boot_id == boot_id()
+
+    def process_alive(self) -> bool:
+        """The writing process still runs (call only when `written_here`)."""
+        started = process_started(self.pid)
+        return started is not None and (self.pid_started is None or started == self.pid_started)
 
 
 Sink = Callable[[LedgerDocument], None]
@@ -97,6 +137,17 @@ class Ledger:
     def failed(self, entry: Entry, error: str) -> None:
         with self._lock:
             entry.state, entry.error = "failed", error
+            self._save()
+
+    def refused(self, entry: Entry, error: str) -> None:
+        """The API turned the create down: nothing exists to delete."""
+        with self._lock:
+            entry.state, entry.deleted_at, entry.error = "deleted", datetime.now(UTC), f"not created: {error}"
+            self._save()
+
+    def kept(self, entry: Entry) -> None:
+        with self._lock:
+            entry.state = "kept"
             self._save()
 
     def finish(self, ok: bool) -> None:

@@ -3,9 +3,11 @@
 The mover VSI gets no key at all: every object it reads is a presigned GET URL, the qcow2 goes up
 through a multipart upload the orchestrator creates here (one presigned URL per part, sized for
 the boot disk, plus the complete and abort URLs), and progress.json / report.json are presigned
-PUTs. The URLs live as long as the conversion may take plus a margin, at most 7 days (SigV4's
-limit). The document is stored as `<image>/mover-config.json`; the user data carries one
-short-lived GET URL to it (`config_url`).
+PUTs, all under the build's own prefix (`<image>/builds/<build>/`). Issued URLs cannot be revoked,
+so they live no longer than the run can use them: the time to provision and boot the mover plus
+the run's conversion deadline, at most 7 days (SigV4's limit). The document is stored as
+`<image>/builds/<build>/mover-config.json`; the user data carries one GET URL to it that lives
+only until the mover has booted (`config_url`).
 """
 
 from __future__ import annotations
@@ -31,14 +33,30 @@ log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 PART_SIZE = 128 * MiB  # what the mover's own multipart uses by default
-URL_MARGIN_S = 6 * 3600  # boot, package installation and the upload after the conversion deadline
-CONFIG_URL_S = 3 * 3600  # the user data's URL is read once, at first boot
+BOOT_S = 20 * 60  # from a running instance to cloud-init fetching the configuration
 ROLES = ("data", "boot", "scratch")
 
 
-def url_lifetime(deadline_hours: float, margin_s: int = URL_MARGIN_S) -> int:
-    """Seconds the mover's URLs stay valid: the conversion deadline plus a margin, capped at 7 days."""
-    return min(MAX_PRESIGN_SECONDS, math.ceil(deadline_hours * 3600) + margin_s)
+@dataclass(frozen=True)
+class Lifetimes:
+    """Seconds the presigned URLs of one build stay valid."""
+
+    urls: int  # every URL the mover uses until it has uploaded its report
+    config: int  # the user data's URL to the configuration, read once at first boot
+
+
+def lifetimes(deadline_s: float, provisioning_s: float) -> Lifetimes:
+    """From the run's own waits: the instance may take `provisioning_s` to run (the URLs are
+    signed before it is created), then boots, then the orchestrator waits `deadline_s` for the
+    report; past that the run has given up and the URLs only serve a mover nobody waits for."""
+    config = math.ceil(provisioning_s + BOOT_S)
+    urls = math.ceil(provisioning_s + BOOT_S + deadline_s)
+    if urls > MAX_PRESIGN_SECONDS:
+        raise ValueError(
+            f"the conversion deadline ({deadline_s / 3600:.1f} h) and the provisioning wait need presigned URLs of "
+            f"{urls / 3600:.1f} h; the most SigV4 allows is {MAX_PRESIGN_SECONDS / 3600:.0f} h"
+        )
+    return Lifetimes(urls=urls, config=min(config, urls))
 
 
 def qcow2_parts(boot_disk_gb: int, part_size: int = PART_SIZE) -> tuple[int, int]:
@@ -51,7 +69,7 @@ def qcow2_parts(boot_disk_gb: int, part_size: int = PART_SIZE) -> tuple[int, int
 @dataclass(frozen=True)
 class MoverConfigObject:
     key: str
-    upload_id: str  # of the qcow2's multipart upload: aborted at teardown if not completed
+    upload_id: str  # of the qcow2's multipart upload (teardown aborts every unfinished one of the build)
     config_url: str  # short-lived presigned GET of the document, for the user data
     parts: int
     expires_s: int
@@ -100,6 +118,7 @@ def check_wheels(wheels: Sequence[Path]) -> None:
 def document(
     store: ObjectStore,
     built: BuiltImage,
+    build: str,
     *,
     layout: str,
     key_layout: str = objects.PER_IMAGE,
@@ -116,11 +135,12 @@ def document(
     missing = [r for r in ROLES if r not in attachments]
     if missing:
         raise ValueError(f"mover configuration: attachment names missing for {', '.join(missing)}")
-    key = objects.qcow2_key(image)
+    key = objects.qcow2_key(image, build)
     part_size, count = qcow2_parts(boot_disk_gb)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "image": image,
+        "build": build,
         "layout": layout,
         "progress_every": progress_every,
         "objects": {"type": "urls", "urls": object_urls(store, built, expires_s, key_layout)},
@@ -132,8 +152,8 @@ def document(
             "abort_url": store.presign_abort(key, upload_id, expires_s),
             "concurrency": 4,
         },
-        "progress": {"type": "put", "url": store.presign_put(objects.progress_key(image), expires_s)},
-        "report": {"type": "put", "url": store.presign_put(objects.report_key(image), expires_s)},
+        "progress": {"type": "put", "url": store.presign_put(objects.progress_key(image, build), expires_s)},
+        "report": {"type": "put", "url": store.presign_put(objects.report_key(image, build), expires_s)},
         "attachments": {role: attachments[role] for role in ROLES},
     }
     if jobs:
@@ -148,55 +168,56 @@ def document(
 def write(
     store: ObjectStore,
     built: BuiltImage,
+    build: str,
     *,
     layout: str,
     key_layout: str = objects.PER_IMAGE,
     attachments: Mapping[str, str],
     boot_disk_gb: int,
-    deadline_hours: float,
+    lifetime: Lifetimes,
     jobs: int | None = None,
     progress_every: float = 15.0,
     wheels: Sequence[Path] = (),
 ) -> MoverConfigObject:
-    """Start the qcow2's multipart upload, clear a previous run's progress and report, store the
-    mover configuration and presign the URL the user data carries."""
+    """Start the qcow2's multipart upload, store the mover configuration and presign the URL the
+    user data carries, all under the build's prefix (nothing of an earlier build is reused)."""
     image = built.image
-    expires = url_lifetime(deadline_hours)
-    # an old report would read as this run's result
-    for stale in (objects.report_key(image), objects.progress_key(image)):
-        store.delete(stale)
+    expires = lifetime.urls
     staged_wheels = stage_wheels(store, image, wheels)
-    upload_id = store.create_multipart(objects.qcow2_key(image), objects.OCTETS, {"image": image})
+    meta = {"image": image, "build": build}
+    upload_id = store.create_multipart(objects.qcow2_key(image, build), objects.OCTETS, meta)
     doc, parts = document(
-        store, built, layout=layout, key_layout=key_layout, attachments=attachments, upload_id=upload_id,
-        boot_disk_gb=boot_disk_gb,
-        expires_s=expires, jobs=jobs, progress_every=progress_every, wheels=staged_wheels,
+        store, built, build, layout=layout, key_layout=key_layout, attachments=attachments, upload_id=upload_id,
+        boot_disk_gb=boot_disk_gb, expires_s=expires, jobs=jobs, progress_every=progress_every, wheels=staged_wheels,
     )
     body = json.dumps(doc, indent=1).encode()
-    key = objects.mover_config_key(image)
+    key = objects.mover_config_key(image, build)
     store.put_bytes(key, body, objects.JSON)
-    url = store.presign_get(key, min(expires, CONFIG_URL_S))
+    url = store.presign_get(key, lifetime.config)
     log.info(
-        "mover configuration %s: %d object URLs, %d qcow2 part URLs, %d bytes, URLs valid %.1f h",
-        store.describe(key), len(doc["objects"]["urls"]), parts, len(body), expires / 3600,
+        "mover configuration %s: %d object URLs, %d qcow2 part URLs, %d bytes, URLs valid %.1f h "
+        "(the configuration's own %.0f min)",
+        store.describe(key), len(doc["objects"]["urls"]), parts, len(body), expires / 3600, lifetime.config / 60,
     )
     return MoverConfigObject(key, upload_id, url, parts, expires, len(body))
 
 
 def user_data(config_url: str) -> str:
     """The cloud-init user data of the mover: the data mover zipapp and the URL of its configuration."""
-    return render_user_data(build_zipapp(), config_url)
+    return render_user_data(build_zipapp(mode="vsi"), config_url)  # only what the VSI's run imports: 64 KiB
 
 
-def discard(store: ObjectStore, image: str, upload_id: str | None) -> list[str]:
-    """After the run: abort the qcow2 upload when it was not completed (its parts cost storage)
-    and delete the configuration (it holds live URLs). Returns what was done."""
+def discard(store: ObjectStore, image: str, build: str) -> list[str]:
+    """After the run: abort every unfinished upload of the build's qcow2 (its parts cost storage;
+    the key is the build's alone, so no upload id needs to be known) and delete the configuration
+    (it holds live URLs). Returns what was done."""
     done = []
-    key = objects.qcow2_key(image)
-    if upload_id and any(u.upload_id == upload_id for u in store.pending_uploads(key)):
-        store.abort_multipart(key, upload_id)
-        done.append(f"aborted the unfinished upload of {key}")
-    if store.head(objects.mover_config_key(image)) is not None:
-        store.delete(objects.mover_config_key(image))
-        done.append(f"deleted {objects.mover_config_key(image)}")
+    key = objects.qcow2_key(image, build)
+    for upload in store.pending_uploads(key):
+        store.abort_multipart(key, upload.upload_id)
+        done.append(f"aborted the unfinished upload {upload.upload_id} of {key}")
+    config = objects.mover_config_key(image, build)
+    if store.head(config) is not None:
+        store.delete(config)
+        done.append(f"deleted {config}")
     return done

@@ -154,14 +154,18 @@ class Vpc:
         log.info("created %s", created)
         return created
 
-    def _list(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
-        """Every item of a collection, following `next` links."""
+    def _list(
+        self, kind: str, *args: Any, key: str | None = None, what: str | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Every item of a collection (`list_<kind>(*args)`), following `next` links."""
         method = getattr(self.client, f"list_{kind}")
         items: list[dict[str, Any]] = []
         start: str | None = None
         while True:
-            page = self._call(lambda s=start: method(start=s, limit=self.page_size, **filters), "list", kind)
-            items.extend(page.get(kind, []))
+            page = self._call(
+                lambda s=start: method(*args, start=s, limit=self.page_size, **filters), "list", what or kind
+            )
+            items.extend(page.get(key or kind, []))
             nxt = (page.get("next") or {}).get("href")
             start = get_query_param(nxt, "start") if nxt else None
             if not start:
@@ -203,8 +207,13 @@ class Vpc:
     def snapshot_name_taken(self, name: str) -> bool:
         return self._find_raw("snapshots", name) is not None
 
+    def _in_group(self, item: Mapping[str, Any]) -> bool:
+        """Whether an item lies in this adapter's resource group (every group when none is set)."""
+        return self.resource_group_id is None or (item.get("resource_group") or {}).get("id") == self.resource_group_id
+
     def list_by_prefix(self, prefix: str, kinds: Iterable[str] = TEARDOWN_ORDER) -> list[Resource]:
-        """Resources whose name starts with `prefix` (orphan reaping), in teardown order."""
+        """Resources whose name starts with `prefix` (orphan reaping), in teardown order, in the
+        adapter's resource group only."""
         kinds = list(kinds)
         defaults = set()
         if "security_groups" in kinds:  # a VPC's default group goes with the VPC; never delete it alone
@@ -215,12 +224,17 @@ class Vpc:
             self._resource(kind, item)
             for kind in kinds
             for item in self._list(kind)
-            if item.get("name", "").startswith(prefix) and item["id"] not in defaults
+            if item.get("name", "").startswith(prefix) and item["id"] not in defaults and self._in_group(item)
         ]
 
-    def list_by_tag(self, tag: str) -> list[Resource]:
-        """Volumes and snapshots carrying the user tag `tag` (the kinds tagged on create)."""
-        return [self._resource(kind, item) for kind in ("volumes", "snapshots") for item in self._list(kind, tag=tag)]
+    def list_tagged(self, kind: str, tag: str) -> list[tuple[Resource, list[str]]]:
+        """Volumes or snapshots (the kinds tagged on create) carrying the user tag `tag`, with all
+        their tags, in the adapter's resource group only."""
+        return [
+            (self._resource(kind, item), list(item.get("user_tags") or []))
+            for item in self._list(kind, tag=tag)
+            if self._in_group(item)
+        ]
 
     # ---------------------------------------------------------------- creates
     def create_vpc(self, name: str) -> Resource:
@@ -407,6 +421,30 @@ class Vpc:
             raise
         self.wait_gone(resource, timeout=timeout, poll=poll)
         log.info("deleted %s", resource)
+        return True
+
+    def find_reserved_ip(self, subnet_id: str, name: str) -> dict[str, Any] | None:
+        """A subnet's reserved IP by name."""
+        items = self._list(
+            "subnet_reserved_ips", subnet_id, key="reserved_ips", what=f"reserved IPs of subnet {subnet_id}"
+        )
+        return next((i for i in items if i.get("name") == name), None)
+
+    def delete_reserved_ip(self, subnet_id: str, ip_id: str) -> bool:
+        """Delete a reserved IP (gone at once); False when it was already gone. 409 (still bound to
+        an interface that is going away) is retried."""
+        try:
+            self._call(
+                lambda: self.client.delete_subnet_reserved_ip(subnet_id, ip_id),
+                "delete",
+                f"reserved IP {ip_id} of subnet {subnet_id}",
+                retry_conflict=True,
+            )
+        except VpcError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        log.info("deleted reserved IP %s of subnet %s", ip_id, subnet_id)
         return True
 
     def wait_gone(self, resource: Resource, *, timeout: float, poll: float | None = None) -> None:

@@ -1,6 +1,9 @@
 """Task of create-instance: a Wazi aaS server from a custom image and its data snapshot.
 
-What a failed run created is deleted again; what a successful one created is the product and kept.
+Every name the run will create (the server, its boot and data volumes, a new reserved IP) is
+checked to be free first, so a conflict creates nothing. What a failed run created is deleted
+again, by the ids the create answered with - never by name, which could be an older server's
+kept data volume; what a successful one created is the product and kept.
 """
 
 from __future__ import annotations
@@ -52,13 +55,12 @@ def _prototype(
 ) -> dict[str, Any]:
     crk = cloud.target.encryption_key_crn
     encryption = {"encryption_key": {"crn": crk}} if crk else {}
+    made = _new_names(name, reserved_ip)
     nic: dict[str, Any] = {"name": "eth0", "subnet": {"id": subnet["id"]}}
-    if reserved_ip:
-        try:
-            ipaddress.IPv4Address(reserved_ip)
-            nic["primary_ip"] = {"address": reserved_ip, "auto_delete": False, "name": f"{name}-ip"}
-        except ValueError:
-            nic["primary_ip"] = {"id": reserved_ip}  # an existing reserved IP, by id
+    if "reserved IP" in made:
+        nic["primary_ip"] = {"address": reserved_ip, "auto_delete": False, "name": made["reserved IP"]}
+    elif reserved_ip:
+        nic["primary_ip"] = {"id": reserved_ip}  # an existing reserved IP, by id
     if security_group:
         nic["security_groups"] = [{"id": security_group["id"]}]
     proto: dict[str, Any] = {
@@ -69,13 +71,13 @@ def _prototype(
         "keys": [{"id": key["id"]}],
         "primary_network_interface": nic,
         "boot_volume_attachment": {
-            "volume": {"name": f"{name}-boot", "profile": {"name": "general-purpose"}, **encryption},
+            "volume": {"name": made["boot volume"], "profile": {"name": "general-purpose"}, **encryption},
             "delete_volume_on_instance_delete": True,
         },
         "volume_attachments": [{
             "name": "zvolumes",
             "volume": {
-                "name": f"{name}-data",
+                "name": made["data volume"],
                 "profile": {"name": data_volume_profile},
                 "source_snapshot": {"id": snapshot["id"]},
                 "capacity": int(snapshot.get("minimum_capacity") or snapshot["size"]),
@@ -90,21 +92,69 @@ def _prototype(
     return proto
 
 
-def _undo(cloud: IbmCloud, name: str) -> list[str]:
-    """Delete what a failed run made: the instance, then its restored data volume."""
-    removed = []
-    timing = cloud.timing
-    for kind, res_name in (("instances", name), ("volumes", f"{name}-data")):
+def _new_names(name: str, reserved_ip: str | None) -> dict[str, str]:
+    """What the run creates, by kind: the names `_prototype` gives."""
+    made = {"instance": name, "boot volume": f"{name}-boot", "data volume": f"{name}-data"}
+    if reserved_ip and _is_address(reserved_ip):
+        made["reserved IP"] = f"{name}-ip"
+    return made
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_names_free(cloud: IbmCloud, name: str, reserved_ip: str | None, subnet: dict[str, Any]) -> None:
+    vpc = cloud.vpc
+    taken = []
+    for what, res_name in _new_names(name, reserved_ip).items():
+        if what == "reserved IP":
+            found = vpc.find_reserved_ip(subnet["id"], res_name)
+        else:
+            found = vpc.find("instances" if what == "instance" else "volumes", res_name)
+        if found is not None:
+            taken.append(f"a {what} named {res_name!r} ({found.id if isinstance(found, Resource) else found['id']})")
+    if taken:
+        raise InstanceSetupError(
+            f"{', '.join(taken)} already exist(s); nothing was created. A data volume kept from an earlier server "
+            "of this name holds that server's data: delete or rename it yourself, or choose another name"
+        )
+
+
+def _undo(cloud: IbmCloud, made: dict[str, Any] | None, reserved_ip: str | None) -> tuple[list[str], list[str]]:
+    """Delete what a failed run made, by the ids the create answered with: the instance (its boot
+    volume goes with it), its restored data volume, and a reserved IP it made. (removed, failures)."""
+    if made is None:
+        return [], []
+    removed, failures = [], []
+    vpc, timing = cloud.vpc, cloud.timing
+    inst = Resource(kind="instances", id=made["id"], name=made.get("name", ""))
+    data = [a["volume"] for a in made.get("volume_attachments", []) if a.get("name") == "zvolumes"]
+    nic = made.get("primary_network_interface") or {}
+    ip = nic.get("primary_ip") or {}
+    steps: list[tuple[str, Any]] = [
+        (str(inst), lambda: vpc.delete(inst, timeout=timing.delete_timeout, poll=timing.poll)),
+    ]
+    for vol in data:
+        res = Resource(kind="volumes", id=vol["id"], name=vol.get("name", ""))
+        steps.append((str(res), lambda r=res: vpc.delete(r, timeout=timing.delete_timeout, poll=timing.poll)))
+    if reserved_ip and _is_address(reserved_ip) and ip.get("id"):  # made by this run (an id given is the user's)
+        subnet_id, ip_id = nic["subnet"]["id"], ip["id"]
+        steps.append((f"reserved IP {ip.get('name')} ({ip_id})", lambda: vpc.delete_reserved_ip(subnet_id, ip_id)))
+    for what, step in steps:
         try:
-            found = cloud.vpc.find(kind, res_name)
-            if found and cloud.vpc.delete(found, timeout=timing.delete_timeout, poll=timing.poll):
-                removed.append(str(found))
-        except VpcError as exc:
-            get_run_logger().error("could not delete %s %s after the failure: %s", kind, res_name, exc)
-    return removed
+            if step():
+                removed.append(what)
+        except VpcError as exc:  # every step is tried; the error names what is left
+            get_run_logger().error("could not delete %s after the failure: %s", what, exc)
+            failures.append(f"{what}: {exc}")
+    return removed, failures
 
 
-# API retries are the adapter's
 @task(name="create-wazi-instance", task_run_name="create-wazi-instance-{name}", cache_policy=NO_CACHE)
 def create_wazi_instance(
     cloud: IbmCloud,
@@ -128,16 +178,22 @@ def create_wazi_instance(
     net = _lookup(cloud, "subnets", subnet, "subnet")
     key = _lookup(cloud, "keys", ssh_key, "SSH key")
     sg = _lookup(cloud, "security_groups", security_group, "security group") if security_group else None
-    if cloud.vpc.find("instances", name) is not None:
-        raise InstanceSetupError(f"an instance named {name!r} already exists; choose another name")
+    _check_names_free(cloud, name, reserved_ip, net)
     proto = _prototype(cloud, name, custom, snap, net, key, profile, reserved_ip, data_volume_profile, sg)
+    made: dict[str, Any] | None = None
     try:
         inst = create_instance_from_prototype(cloud.vpc, name, proto)
+        made = {"id": inst.id, "name": inst.name}
+        made = cloud.vpc.get(inst)  # the ids of what the create made: the undo deletes these only
         ready = cloud.vpc.wait_ready(inst, timeout=timing.ready_timeout, poll=timing.poll)
     except (VpcError, InstanceSetupError) as exc:
-        removed = _undo(cloud, name)
+        removed, failures = _undo(cloud, made, reserved_ip)
+        unknown = made is None and not (isinstance(exc, VpcError) and exc.status is not None and exc.status < 500)
         raise InstanceSetupError(
-            f"creating instance {name} failed: {exc}" + (f"; deleted again: {', '.join(removed)}" if removed else "")
+            f"creating instance {name} failed: {exc}"
+            + (f"; deleted again: {', '.join(removed)}" if removed else "")
+            + (f"; NOT deleted: {'; '.join(failures)}" if failures else "")
+            + (f"; the create's outcome is unknown: look for an instance named {name}" if unknown else "")
         ) from exc
     address = ready["primary_network_interface"]["primary_ip"]["address"]
     data = next((a for a in ready.get("volume_attachments", []) if a.get("name") == "zvolumes"), None)

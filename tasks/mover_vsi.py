@@ -25,7 +25,7 @@ from infra.ibmcloud import BUILD_TAG, IbmCloud, build_tag
 from infra.ledger import Ledger
 from infra.object_store import ObjectStore
 from infra.vpc import Resource, VpcError
-from tasks.teardown import local_directory, tracked
+from tasks.teardown import key_directory, key_file, tracked
 from zimage import objects, resources, sizing
 from zimage.build import BuiltImage
 from zimage.config import Config
@@ -79,11 +79,14 @@ def ssh_key_pair() -> tuple[str, bytes]:
 
 
 def keep_private_key(build_id: str, pem: bytes) -> Path:
-    """Written 0600 under the state directory, for SSH access to the mover (debugging only)."""
-    directory = local_directory().parent / "keys"
+    """Written 0600 in a 0700 directory under the state directory, for SSH access to the mover
+    (debugging only); teardown deletes it unless the run was asked to keep it."""
+    directory = key_directory()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"{build_id}.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.chmod(directory, 0o700)  # mkdir leaves an existing directory's mode as it was
+    path = key_file(build_id)
+    path.unlink(missing_ok=True)  # O_CREAT keeps the mode of a file that exists
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return path
@@ -106,6 +109,7 @@ def provision_mover(
     cfg: Config,
     built: BuiltImage,
     mover_image: Resource,
+    lifetime: mover_config.Lifetimes,
     ssh_from: str = "0.0.0.0/0",
 ) -> MoverResources:
     """VPC, subnet, security group, key, volumes, mover configuration, instance (and a floating
@@ -150,9 +154,9 @@ def provision_mover(
     )
 
     written = mover_config.write(
-        store, built, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS, boot_disk_gb=sizes["boot"],
-        key_layout=target.cos.key_layout,
-        deadline_hours=mover.deadline_hours, jobs=mover.jobs, wheels=[Path(w) for w in mover.accelerator_wheels],
+        store, built, build, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS,
+        boot_disk_gb=sizes["boot"], key_layout=target.cos.key_layout, lifetime=lifetime, jobs=mover.jobs,
+        wheels=[Path(w) for w in mover.accelerator_wheels],
     )
     user_data = mover_config.user_data(written.config_url)
     instance = tracked(
@@ -184,14 +188,30 @@ def provision_mover(
     )
 
 
-def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    if store.head(key) is None:
-        return None
-    try:
-        value = json.loads(store.get_bytes(key))
-    except ValueError:
-        return None  # caught half-written: read again next time
-    return value if isinstance(value, dict) else None
+class _Reading:
+    """One JSON object the mover writes, read again and again; an unreadable one is said."""
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        self.store, self.key = store, key
+        self.error: str | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        if self.store.head(self.key) is None:
+            return None
+        raw = self.store.get_bytes(self.key)
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:  # objects are written whole: this one will not mend by itself
+            value, why = None, f"not valid JSON ({exc}; {len(raw)} bytes)"
+        else:
+            why = None if isinstance(value, dict) else f"not a JSON object but {type(value).__name__}"
+        if why is not None:
+            if why != self.error:
+                get_run_logger().warning("%s is %s", self.store.describe(self.key), why)
+            self.error = why
+            return None
+        self.error = None
+        return value
 
 
 def flow_run_cancelling(flow_run_id: str | None) -> bool:
@@ -227,40 +247,45 @@ def _progress_line(image: str, progress: dict[str, Any]) -> tuple[str, float | N
     return line, pct
 
 
+class MoverStalled(MoverFailed):
+    """The mover stopped publishing progress (or never started to)."""
+
+
 @task(name="wait-for-mover", task_run_name="wait-for-mover-{image}", cache_policy=NO_CACHE)
 def wait_for_mover(
     cloud: IbmCloud,
     store: ObjectStore,
     image: str,
+    build: str,
     instance: Resource,
     deadline_s: float,
+    stale_s: float,
     flow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Poll the mover's report object until it is there; show its progress meanwhile. A failed
-    report, a dead instance, the deadline or a cancellation ends the wait with an error."""
+    """Poll the build's report object until it is there; show its progress meanwhile. A failed
+    report, a report of another build, a dead instance, progress that stopped changing for
+    `stale_s` (or never came), the deadline or a cancellation ends the wait with an error."""
     log = get_run_logger()
     poll = cloud.timing.report_poll
     artifact = create_progress_artifact(progress=0.0, description=f"Data mover converting {image}")
-    started = time.monotonic()
+    started = last_change = time.monotonic()
     last_progress: dict[str, Any] | None = None
+    report_reading = _Reading(store, objects.report_key(image, build))
+    progress_reading = _Reading(store, objects.progress_key(image, build))
     while True:
-        report = _read_json(store, objects.report_key(image))
+        report = report_reading.read()
+        if report_reading.error:
+            raise MoverFailed(f"the report of the data mover on {instance.name}, "
+                              f"{store.describe(report_reading.key)}, is {report_reading.error}")
         if report is not None:
-            update_progress_artifact(artifact, progress=100.0)
-            if report.get("status") != "succeeded":
-                failed = report.get("volumes-failed") or []
-                raise MoverFailed(
-                    f"the data mover on {instance.name} failed: {report.get('error') or 'no error given'}"
-                    + (f" (failed volumes: {', '.join(failed)})" if failed else "")
-                    + f"; its report is {store.describe(objects.report_key(image))}"
-                )
-            totals = report.get("totals") or {}
-            log.info("mover %s finished: %s in %.0f s (%s MB/s)", image, sizing.human(totals.get("bytes") or 0),
-                     report.get("seconds") or 0, totals.get("mb-per-s"))
-            return report
-        progress = _read_json(store, objects.progress_key(image))
-        if progress is not None and progress != last_progress:
-            last_progress = progress
+            return _finished(store, image, build, instance, report_reading.key, report, artifact)
+        progress = progress_reading.read()
+        now = time.monotonic()
+        if progress is not None and progress != last_progress:  # the mover rewrites it every few seconds
+            last_progress, last_change = progress, now
+            if progress.get("build") not in (None, build):
+                raise MoverFailed(f"{store.describe(progress_reading.key)} names build {progress.get('build')!r}, "
+                                  f"not {build}: it was written by another build's mover")
             line, pct = _progress_line(image, progress)
             log.info("%s", line)
             if pct is not None:
@@ -275,10 +300,45 @@ def wait_for_mover(
             raise MoverFailed(f"mover instance {instance.name} is {status} and never reported")
         if flow_run_cancelling(flow_run_id):
             raise MoverCancelled(f"the flow run was cancelled while the mover converted {image}")
-        elapsed = time.monotonic() - started
+        if now - last_change >= stale_s:
+            raise MoverStalled(_stalled(store, instance, progress_reading, last_progress, now - last_change))
+        elapsed = now - started
         if elapsed >= deadline_s:
             raise MoverTimeout(
                 f"the data mover did not report within {deadline_s / 3600:.2f} h (target.mover.deadline_hours); "
                 f"last progress: {_progress_line(image, last_progress)[0] if last_progress else 'none'}"
             )
         time.sleep(min(poll, max(0.0, deadline_s - elapsed)))
+
+
+def _stalled(
+    store: ObjectStore, instance: Resource, reading: _Reading, last: dict[str, Any] | None, seconds: float
+) -> str:
+    where = store.describe(reading.key)
+    if reading.error:
+        return f"the progress of the mover on {instance.name}, {where}, has been {reading.error} for {seconds:.0f} s"
+    if last is None:
+        return (f"the data mover on {instance.name} has written no progress ({where}) in {seconds:.0f} s: "
+                "it did not start, or died before its first report")
+    return (f"the data mover on {instance.name} has not updated its progress ({where}) for {seconds:.0f} s "
+            f"(last phase: {last.get('phase', '?')}): it has stopped or hangs")
+
+
+def _finished(
+    store: ObjectStore, image: str, build: str, instance: Resource, key: str, report: dict[str, Any], artifact: Any
+) -> dict[str, Any]:
+    if report.get("build") != build:
+        raise MoverFailed(f"{store.describe(key)} names build {report.get('build')!r}, not {build}: "
+                          "it is not this build's report")
+    update_progress_artifact(artifact, progress=100.0)
+    if report.get("status") != "succeeded":
+        failed = report.get("volumes-failed") or []
+        raise MoverFailed(
+            f"the data mover on {instance.name} failed: {report.get('error') or 'no error given'}"
+            + (f" (failed volumes: {', '.join(failed)})" if failed else "")
+            + f"; its report is {store.describe(key)}"
+        )
+    totals = report.get("totals") or {}
+    get_run_logger().info("mover %s finished: %s in %.0f s (%s MB/s)", image, sizing.human(totals.get("bytes") or 0),
+                          report.get("seconds") or 0, totals.get("mb-per-s"))
+    return report

@@ -2,10 +2,12 @@
 data volume (DESIGN.md §10). Their names are checked before anything is created.
 
 The snapshot is taken while the data volume is still attached to the running mover (the API
-snapshots attached volumes only that way); the image is created from
-`cos://<region>/<bucket>/<image>.qcow2`. Both are waited for with long deadlines. When one of
-them fails or does not get ready in time it is deleted, so that its name is free for a retry;
-a product that did get ready is kept and named in the error.
+snapshots attached volumes only that way); the image is created from the build's qcow2
+(`cos://<region>/<bucket>/<image>/builds/<build>/<image>.qcow2`). Both are created through the
+build's ledger and waited for with long deadlines; each is marked kept in the ledger once ready.
+One that fails, does not get ready in time or is cut short by a crash stays a live ledger entry,
+so the teardown (or reap-orphans) deletes it and its name is free for a retry; a product that did
+get ready is kept and named in the error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra.ibmcloud import IbmCloud
+from infra.ledger import Ledger
 from infra.vpc import Resource, VpcError
+from tasks.teardown import tracked
 from zimage import objects
 from zimage.config import Image, Target
 
@@ -47,34 +51,34 @@ def check_product_names(cloud: IbmCloud, image: Image, image_index: int) -> None
         )
 
 
-def _wait_product(cloud: IbmCloud, res: Resource, timeout: float) -> dict[str, Any]:
-    return cloud.vpc.wait_ready(res, timeout=timeout, poll=cloud.timing.poll)
-
-
-@task(name="publish", task_run_name="publish-{image.name}", cache_policy=NO_CACHE)
-def publish(cloud: IbmCloud, target: Target, image: Image, data_volume: Resource) -> dict[str, Any]:
-    """Snapshot of the data volume and custom image from the qcow2; both waited until usable."""
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(cloud: IbmCloud, ledger: Ledger, target: Target, image: Image, data_volume: Resource) -> dict[str, Any]:
+    """Snapshot of the data volume and custom image from the build's qcow2; both waited until usable."""
     log = get_run_logger()
     vpc, timing = cloud.vpc, cloud.timing
-    href = objects.qcow2_href(target.cos.region, target.cos.bucket, image.name)
+    build = ledger.document.build_id
+    href = objects.qcow2_href(target.cos.region, target.cos.bucket, image.name, build)
     started = time.monotonic()
     made: dict[str, Resource] = {}
     ready: dict[str, dict[str, Any]] = {}
+    entries = {}
     try:
-        made["snapshot"] = vpc.create_snapshot(data_volume.id, image.snapshot_name)
+        made["snapshot"] = tracked(ledger, "snapshot", image.snapshot_name,
+                                   lambda: vpc.create_snapshot(data_volume.id, image.snapshot_name))
         log.info("snapshot %s of %s requested", image.snapshot_name, data_volume.name)
-        made["image"] = vpc.create_image(image.name, href, image.os)
+        made["image"] = tracked(ledger, "image", image.name, lambda: vpc.create_image(image.name, href, image.os))
         log.info("custom image %s requested from %s (%s)", image.name, href, image.os)
-        ready["snapshot"] = _wait_product(cloud, made["snapshot"], timing.snapshot_timeout)
-        log.info("snapshot %s is stable (%.0f s)", image.snapshot_name, time.monotonic() - started)
-        ready["image"] = _wait_product(cloud, made["image"], timing.image_timeout)
-        log.info("custom image %s is available (%.0f s)", image.name, time.monotonic() - started)
+        entries = {e.kind: e for e in ledger.document.entries if e.id in {r.id for r in made.values()}}
+        for what, timeout in (("snapshot", timing.snapshot_timeout), ("image", timing.image_timeout)):
+            ready[what] = vpc.wait_ready(made[what], timeout=timeout, poll=timing.poll)
+            ledger.kept(entries[what])
+            log.info("%s %s is ready (%.0f s)", what, made[what].name, time.monotonic() - started)
     except VpcError as exc:
-        removed = _remove_unready(cloud, made, ready)
         kept = [str(made[k]) for k in ready]
+        unready = [str(r) for k, r in made.items() if k not in ready]
         raise PublishFailed(
             f"publishing {image.name} failed: {exc}."
-            + (f" Deleted so the name is free for a retry: {', '.join(removed)}." if removed else "")
+            + (f" Deleted by the teardown, so the name is free for a retry: {', '.join(unready)}." if unready else "")
             + (f" Kept (ready): {', '.join(kept)}." if kept else "")
             + f" The qcow2 stays in the bucket ({href})."
         ) from exc
@@ -85,16 +89,3 @@ def publish(cloud: IbmCloud, target: Target, image: Image, data_volume: Resource
                      "size_gb": ready["snapshot"].get("size"), "status": ready["snapshot"].get("lifecycle_state")},
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-def _remove_unready(cloud: IbmCloud, made: dict[str, Resource], ready: dict[str, dict[str, Any]]) -> list[str]:
-    removed = []
-    for what, res in made.items():
-        if what in ready:
-            continue
-        try:
-            cloud.vpc.delete(res, timeout=cloud.timing.delete_timeout, poll=cloud.timing.poll)
-            removed.append(str(res))
-        except VpcError as exc:  # said in the error; the name stays taken until someone deletes it
-            get_run_logger().error("could not delete the unfinished %s: %s", res, exc)
-    return removed

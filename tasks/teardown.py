@@ -1,29 +1,32 @@
 """The resource ledger of a build and the teardown that reads it; orphan reaping.
 
 Teardown is a plain function, not a Prefect task: it must also run while the flow run is being
-cancelled (the API refuses new task runs then) and from the flow's state hooks. It deletes in the
-order of DESIGN.md §10, waits for each deletion, marks each entry deleted at once, and may run any
-number of times: an entry already deleted is skipped, a resource already gone counts as deleted.
+cancelled (the API refuses new task runs then) and from the flow's state hooks, which a process
+worker runs in its own process: so it needs nothing but the config and the ledger
+(`teardown_flow_run`). It deletes in the order of DESIGN.md §10, waits for each deletion, marks
+each entry deleted at once, tries every entry whatever fails, and may run any number of times:
+an entry already deleted is skipped, a resource already gone counts as deleted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra import export_objects, mover_config
 from infra import ledger as ledger_store
-from infra.ibmcloud import IbmCloud, collection, ledger_kind
+from infra.ibmcloud import BUILD_TAG, IbmCloud, build_tag, collection, ledger_kind
 from infra.ledger import Entry, Ledger, LedgerDocument, Sink
 from infra.object_store import ObjectStore
-from infra.vpc import Resource, Vpc, VpcError
+from infra.vpc import TEARDOWN_ORDER, Resource, Vpc, VpcError
 from zimage import objects, resources
 
 log = logging.getLogger(__name__)
@@ -67,9 +70,13 @@ def local_directory() -> Path:
     return ledger_store.default_directory()
 
 
-def open_ledger(store: ObjectStore, build_id: str, image: str, flow_run_id: str | None) -> Ledger:
+def open_ledger(
+    store: ObjectStore, build_id: str, image: str, flow_run_id: str | None, *, keep_key: bool = False
+) -> Ledger:
     """A new ledger kept in the bucket, in a local file and as a Prefect artifact."""
-    document = LedgerDocument(build_id=resources.check_build_id(build_id), image=image, flow_run_id=flow_run_id)
+    document = LedgerDocument.here(
+        build_id=resources.check_build_id(build_id), image=image, flow_run_id=flow_run_id, keep_key=keep_key
+    )
     sinks = [bucket_sink(store), ledger_store.file_sink(local_directory()), artifact_sink()]
     failed = []
     for sink in sinks:  # the build is on record before its first resource
@@ -83,17 +90,36 @@ def open_ledger(store: ObjectStore, build_id: str, image: str, flow_run_id: str 
     return Ledger(document, sinks)
 
 
+def _refused(exc: Exception) -> bool:
+    """The API turned the create down for good, so nothing was made (a name conflict may be a
+    lost earlier attempt's own resource, so it does not count)."""
+    return (
+        isinstance(exc, VpcError) and exc.status is not None and 400 <= exc.status < 500
+        and exc.status not in (408, 409, 429) and exc.code != "validation_unique_failed"
+    )
+
+
 def tracked(ledger: Ledger, kind: str, name: str, create: Callable[[], Resource]) -> Resource:
     """Create a resource with its ledger entry written before the call and completed after it."""
     entry = ledger.intend(kind, name)
     try:
         created = create()
     except Exception as exc:
-        # the call may have succeeded without us hearing of it: the name stays on record
-        ledger.failed(entry, str(exc))
+        if _refused(exc):
+            ledger.refused(entry, str(exc))
+        else:  # the call may have succeeded without us hearing of it: the name stays on record
+            ledger.failed(entry, str(exc))
         raise
     ledger.created(entry, created.id, created.crn or None)
     return created
+
+
+def key_directory() -> Path:
+    return local_directory().parent / "keys"
+
+
+def key_file(build_id: str) -> Path:
+    return key_directory() / f"{resources.check_build_id(build_id)}.key"
 
 
 # --- teardown ------------------------------------------------------------------------------------
@@ -108,32 +134,123 @@ class TeardownResult:
     def rows(self) -> list[dict[str, str]]:
         return [{**r, "result": "deleted"} for r in self.deleted] + [{**r, "result": "already gone"} for r in self.gone]
 
+    def attempt(self, what: str, action: Callable[[], Any]) -> Any:
+        """Run one step; a failure of any kind is recorded (named) and the caller goes on."""
+        try:
+            return action()
+        except Exception as exc:  # every step is tried: the failures are reported together
+            log.error("%s: %s", what, exc)
+            self.failures.append(f"{what}: {type(exc).__name__}: {exc}" if not isinstance(exc, VpcError) else str(exc))
+            return None
 
-def _resource_of(vpc: Vpc, entry: Entry) -> Resource | None:
+
+def _resource_of(vpc: Vpc, entry: Entry, settle_s: float, poll: float) -> Resource | None:
     kind = collection(entry.kind)
     if entry.id:
         return Resource(kind=kind, id=entry.id, name=entry.name, crn=entry.crn or "")
-    # written before the create call, never completed: look the name up
-    return vpc.find(kind, entry.name)
+    # written before the create call, never completed: look the name up (build-scoped, so ours).
+    # A list may lag behind a create, so a miss is believed only after the settle time.
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = vpc.find(kind, entry.name)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(poll)
 
 
-def teardown(cloud: IbmCloud, ledger: Ledger) -> TeardownResult:
-    """Delete every live entry of the ledger, dependents first; carries on past failures."""
+def teardown(cloud: IbmCloud, ledger: Ledger, store: ObjectStore | None = None) -> TeardownResult:
+    """Delete every live entry of the ledger, dependents first, then the build's objects in the
+    bucket and its SSH key file; every step is tried whatever the others did."""
     result = TeardownResult()
     timing = cloud.timing
-    for entry in ledger.document.live():
+    doc = ledger.document
+    for entry in doc.live():
+        what = f"teardown of {entry.kind} {entry.name} (build {doc.build_id})"
         row = {"kind": entry.kind, "name": entry.name, "id": entry.id or ""}
-        try:
-            res = _resource_of(cloud.vpc, entry)
-            existed = res is not None and cloud.vpc.delete(res, timeout=timing.delete_timeout, poll=timing.poll)
-        except VpcError as exc:
-            log.error("teardown of build %s: %s", ledger.document.build_id, exc)
-            ledger.failed(entry, str(exc))
-            result.failures.append(str(exc))
+        res = None
+
+        def delete(e: Entry = entry) -> bool:
+            nonlocal res
+            res = _resource_of(cloud.vpc, e, timing.list_settle, timing.poll)
+            return res is not None and cloud.vpc.delete(res, timeout=timing.delete_timeout, poll=timing.poll)
+
+        before = len(result.failures)
+        existed = result.attempt(what, delete)
+        if len(result.failures) > before:
+            result.attempt(f"ledger of build {doc.build_id}", lambda e=entry: ledger.failed(e, result.failures[-1]))
             continue
-        ledger.deleted(entry)
+        result.attempt(f"ledger of build {doc.build_id}", lambda e=entry: ledger.deleted(e))
         (result.deleted if existed else result.gone).append(row | {"id": res.id if res else row["id"]})
+    if store is not None:
+        done = result.attempt(f"bucket clean-up of build {doc.build_id}",
+                              lambda: mover_config.discard(store, doc.image, doc.build_id))
+        for line in done or []:
+            log.info("teardown: %s", line)
+    if not doc.keep_key:
+        result.attempt(f"SSH key file of build {doc.build_id}", lambda: key_file(doc.build_id).unlink(missing_ok=True))
     return result
+
+
+_LOCKS: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def teardown_once(cloud: IbmCloud, ledger: Ledger, store: ObjectStore | None) -> TeardownResult:
+    """`teardown`, one caller at a time per build in this process (the flow's finally and a hook)."""
+    with _LOCKS[ledger.document.build_id]:
+        return teardown(cloud, ledger, store)
+
+
+def ledgers_of_flow_run(store: ObjectStore | None, flow_run_id: str) -> list[LedgerDocument]:
+    """The still-running ledgers a flow run wrote (normally one)."""
+    return [d for d, _ in read_ledgers(store).values() if d.flow_run_id == flow_run_id and d.status == "running"]
+
+
+def teardown_flow_run(
+    connect_cloud: Callable[[], IbmCloud], store: ObjectStore, flow_run_id: str
+) -> list[TeardownResult]:
+    """Tear down every build a flow run left running, from its ledger alone: this works in any
+    process (a process worker runs the cancellation hooks in its own, not the flow's). The cloud
+    is connected to only when there is something to tear down."""
+    results = []
+    docs = ledgers_of_flow_run(store, flow_run_id)
+    cloud = connect_cloud() if docs else None
+    for doc in docs:
+        assert cloud is not None
+        sinks = [bucket_sink(store)]
+        if doc.written_here():
+            sinks.append(ledger_store.file_sink(local_directory()))
+        ledger = Ledger(doc, sinks)
+        result = teardown_once(cloud, ledger, store)
+        result.attempt(f"ledger of build {doc.build_id}", lambda ledger=ledger: ledger.finish(ok=False))
+        log.info("teardown of build %s (flow run %s): %d deleted, %d already gone, %d failures", doc.build_id,
+                 flow_run_id, len(result.deleted), len(result.gone), len(result.failures))
+        results.append(result)
+    return results
+
+
+class ImageBusy(RuntimeError):
+    """Another build of the same image runs (or nothing can tell that it does not)."""
+
+
+def check_image_free(store: ObjectStore, ledger: Ledger, flow_state: FlowRunState | None = None) -> None:
+    """The per-image lock: fail when another build of the image may still run. Called after this
+    build's own ledger is on record, so of two builds starting at once neither goes on unseen."""
+    doc = ledger.document
+    others = []
+    for other, _ in read_ledgers(store).values():
+        if other.build_id == doc.build_id or other.image != doc.image or other.status != "running":
+            continue
+        record = BuildRecord(other.build_id, [], other)
+        judge(record, None, flow_state or prefect_flow_run_state, lambda _: None)
+        if record.running:
+            others.append(f"build {other.build_id} (started {other.started:%Y-%m-%d %H:%M} UTC on {other.host}: "
+                          f"{record.why})")
+    if others:
+        raise ImageBusy(
+            f"another build of image {doc.image} may still run, so this one stops before staging anything: "
+            + "; ".join(others) + ". If it is dead, `zimage run reap-orphans --delete` (with --older-than-minutes "
+            "when nothing can tell) closes its ledger."
+        )
 
 
 # --- orphans -------------------------------------------------------------------------------------
@@ -141,36 +258,44 @@ def teardown(cloud: IbmCloud, ledger: Ledger) -> TeardownResult:
 
 @dataclass
 class BuildRecord:
-    """What is known of one build found in the cloud: its resources and its ledger, if any."""
+    """What is known of one build found in the cloud: the resources proven to be its, its ledger
+    (if any), and resources named like its that nothing proves are zimage's (never deleted)."""
 
     build_id: str
     resources: list[Resource]
     document: LedgerDocument | None = None
-    local: bool = False  # the ledger was written on this machine, so its pid can be checked here
-    running: bool = False
+    running: bool = False  # left alone: it runs, or nothing can tell that it does not
     why: str = ""
+    unproven: list[Resource] = field(default_factory=list)
 
 
 def find_build_resources(vpc: Vpc) -> dict[str, list[Resource]]:
-    """Temporary resources carrying zimage's name prefix or build tag, grouped by build id."""
+    """Temporary resources named exactly as a build's (`zimage-<build>-<role>`), in the run's
+    resource group, grouped by build id."""
     found: dict[str, dict[tuple[str, str], Resource]] = defaultdict(dict)
-    for res in vpc.list_by_prefix(resources.PREFIX):
+    # snapshots too: an export's snapshot of a server's data volume is the build's until it ends
+    for res in vpc.list_by_prefix(resources.PREFIX, (*TEARDOWN_ORDER, "snapshots")):
         build = resources.build_of(res.name)
         if build:
             found[build][(res.kind, res.id)] = res
     return {b: list(v.values()) for b, v in found.items()}
 
 
-_TAG_PREFIX_ANY = "zimage"
-
-
-def tagged_volumes(vpc: Vpc) -> list[Resource]:
-    """Volumes tagged `zimage` (snapshots carry the tag too, but they are products)."""
-    return [r for r in vpc.list_by_tag(_TAG_PREFIX_ANY) if r.kind == "volumes"]
+def tagged_volumes(vpc: Vpc) -> dict[str, list[Resource]]:
+    """Volumes carrying zimage's tags, by the build their build tag names (snapshots carry the
+    tags too, but they are products: only a ledger says one is unfinished)."""
+    out: dict[str, list[Resource]] = defaultdict(list)
+    for res, tags in vpc.list_tagged("volumes", BUILD_TAG):
+        for tag in tags:
+            build = tag.removeprefix(build_tag(""))
+            if tag.startswith(build_tag("")) and resources.BUILD_ID_RE.fullmatch(build):
+                out[build].append(res)
+    return out
 
 
 def read_ledgers(store: ObjectStore | None) -> dict[str, tuple[LedgerDocument, bool]]:
-    """Ledgers by build id: local files (marked local) first, then the bucket's copies."""
+    """Ledgers by build id, each with whether it was written on this machine in this boot: local
+    files first, then the bucket's copies."""
     out: dict[str, tuple[LedgerDocument, bool]] = {}
     directory = local_directory()
     if directory.is_dir():
@@ -180,7 +305,7 @@ def read_ledgers(store: ObjectStore | None) -> dict[str, tuple[LedgerDocument, b
             except (OSError, ValueError) as exc:
                 log.warning("ledger %s cannot be read: %s", path, exc)
                 continue
-            out[doc.build_id] = (doc, doc.host == socket.gethostname())
+            out[doc.build_id] = (doc, doc.written_here())
     if store is not None:
         for item in store.list(objects.LEDGER_PREFIX):
             build = Path(item.key).stem
@@ -188,20 +313,10 @@ def read_ledgers(store: ObjectStore | None) -> dict[str, tuple[LedgerDocument, b
                 continue
             try:
                 doc = LedgerDocument.model_validate(json.loads(store.get_bytes(item.key)))
-                out[build] = (doc, doc.host == socket.gethostname())
+                out[build] = (doc, doc.written_here())
             except (ValueError, RuntimeError) as exc:
                 log.warning("ledger %s cannot be read: %s", store.describe(item.key), exc)
     return out
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 FlowRunState = Callable[[str], str | None]  # flow run id -> state type name (None: unknown)
@@ -213,7 +328,7 @@ def prefect_flow_run_state(flow_run_id: str) -> str | None:
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
-    except Exception as exc:  # the API may be gone or not know the run: then it says nothing
+    except Exception as exc:  # the API may be gone, ephemeral or not know the run: then it says nothing
         log.info("flow run %s cannot be read: %s", flow_run_id, exc)
         return None
     return run.state.type.value if run.state else None
@@ -224,53 +339,85 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 def judge(
     record: BuildRecord,
-    older_than_minutes: float,
+    older_than_minutes: float | None,
     flow_state: FlowRunState,
     created_at: Callable[[Resource], datetime | None],
 ) -> None:
-    """Decide whether a build is still running (its resources are then left alone)."""
+    """Decide whether a build may be reaped. Only a ledger that says it ended, a flow run known to
+    have ended or a process of this machine known to be gone says so; when nothing can tell, the
+    build is kept, unless `older_than_minutes` is given and everything of it is older."""
     doc = record.document
-    if doc is not None and doc.status == "running":
+    unknown = "no ledger on record"
+    if doc is not None and doc.status != "running":
+        record.running, record.why = False, f"its ledger says {doc.status}"
+        return
+    if doc is not None:
         state = flow_state(doc.flow_run_id) if doc.flow_run_id else None
         if state in FINAL_STATES:
             record.running, record.why = False, f"its flow run ended ({state.lower()}) without finishing the ledger"
             return
-        if record.local and not pid_alive(doc.pid):
-            record.running, record.why = False, f"its process {doc.pid} is gone"
+        if doc.written_here():
+            alive = doc.process_alive()
+            record.running = alive
+            record.why = f"its process {doc.pid} on this machine " + ("runs" if alive else "is gone")
             return
-        if record.local or state is not None:
-            who = "process" if record.local else "flow run"
-            record.running, record.why = True, f"its ledger and its {who} say it runs"
+        if state is not None:
+            record.running, record.why = True, f"its flow run is {state.lower()}"
             return
-    elif doc is not None:
-        record.running, record.why = False, f"its ledger says {doc.status}"
-        return
-    # no ledger, or one from another machine with no flow run to ask: go by age
-    ages = [t for t in (created_at(r) for r in record.resources) if t is not None]
-    newest = max(ages) if ages else None
+        unknown = (
+            f"its flow run {doc.flow_run_id} cannot be read from this Prefect API" if doc.flow_run_id
+            else "it has no flow run to ask"
+        ) + f" and its process {doc.pid} ran on another machine ({doc.host})"
+    times = [t for t in (created_at(r) for r in record.resources) if t is not None]
+    if doc is not None:
+        times.append(doc.started)
+    newest = max(times) if times else None
     minutes = (datetime.now(UTC) - newest).total_seconds() / 60 if newest else None
-    if minutes is not None and minutes < older_than_minutes:
-        record.running, record.why = True, f"no live process known, but its newest resource is {minutes:.0f} min old"
+    if older_than_minutes is None:
+        record.running = True
+        record.why = f"unknown whether it runs: {unknown}; kept (give older_than_minutes to reap it by age)"
+    elif minutes is not None and minutes < older_than_minutes:
+        record.running, record.why = True, f"{unknown}; its newest resource is {minutes:.0f} min old"
     else:
         record.running = False
-        record.why = "no ledger on record" if doc is None else "no process or flow run to ask"
-        if minutes is not None:
-            record.why += f"; newest resource {minutes:.0f} min old"
+        record.why = f"{unknown}; " + (f"newest resource {minutes:.0f} min old" if minutes is not None else "no age")
+
+
+def _proven(
+    build: str, found: list[Resource], tagged: list[Resource], doc: LedgerDocument | None
+) -> tuple[list[Resource], list[Resource]]:
+    """(resources proven to be the build's, resources only named like them). Proof: the build's
+    ledger lists it (by id, or by kind and name for an entry whose create never answered), or it
+    carries the build's tag."""
+    tagged_ids = {r.id for r in tagged}
+    ids = {e.id for e in doc.entries if e.id} if doc else set()
+    names = {(collection(e.kind), e.name) for e in doc.entries if not e.id} if doc else set()
+    ours: dict[str, Resource] = {r.id: r for r in tagged}
+    unproven = []
+    for res in found:
+        if res.id in ids or (res.kind, res.name) in names or res.id in tagged_ids:
+            ours[res.id] = res
+        else:
+            unproven.append(res)
+    if doc is not None:  # what the ledger holds, found by name or not (unfinished products included)
+        for entry in doc.live():
+            if entry.id and entry.id not in ours:
+                ours[entry.id] = Resource(kind=collection(entry.kind), id=entry.id, name=entry.name,
+                                          crn=entry.crn or "")
+    return list(ours.values()), unproven
 
 
 def survey(
     cloud: IbmCloud,
     store: ObjectStore | None,
-    older_than_minutes: float,
+    older_than_minutes: float | None,
     flow_state: FlowRunState = prefect_flow_run_state,
 ) -> list[BuildRecord]:
-    """Every build that has temporary resources left, judged running or not."""
-    by_build = find_build_resources(cloud.vpc)
-    for vol in tagged_volumes(cloud.vpc):
-        build = resources.build_of(vol.name)
-        if build and all(r.id != vol.id for r in by_build.get(build, [])):
-            by_build.setdefault(build, []).append(vol)
+    """Every build that has temporary resources (or unfinished products) left, judged."""
+    by_name = find_build_resources(cloud.vpc)
+    by_tag = tagged_volumes(cloud.vpc)
     ledgers = read_ledgers(store)
+    builds = set(by_name) | set(by_tag) | {b for b, (d, _) in ledgers.items() if d.live() or d.status == "running"}
 
     def created_at(res: Resource) -> datetime | None:
         try:
@@ -280,48 +427,47 @@ def survey(
         return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
 
     records = []
-    for build in sorted(by_build):
-        doc, local = ledgers.get(build, (None, False))
-        record = BuildRecord(build, by_build[build], doc, local)
-        judge(record, older_than_minutes, flow_state, created_at)
+    for build in sorted(builds):
+        doc = ledgers.get(build, (None, False))[0]
+        ours, unproven = _proven(build, by_name.get(build, []), by_tag.get(build, []), doc)
+        if not ours and not unproven and (doc is None or doc.status != "running"):
+            continue
+        record = BuildRecord(build, ours, doc, unproven=unproven)
+        if ours or doc is not None:
+            judge(record, older_than_minutes, flow_state, created_at)
+        else:
+            record.running = True
+            record.why = "nothing proves these are zimage's (no ledger of the build, no build tag): never deleted"
         records.append(record)
     return records
 
 
-def reap(
-    cloud: IbmCloud, record: BuildRecord, store: ObjectStore | None, busy_images: Set[str] = frozenset()
-) -> TeardownResult:
-    """Delete one dead build's resources in teardown order, abort its unfinished qcow2 upload and
-    delete its mover configuration (unless a running build works on the same image), and close
-    its ledger."""
+def reap(cloud: IbmCloud, record: BuildRecord, store: ObjectStore | None) -> TeardownResult:
+    """Delete one dead build's resources in teardown order, abort its unfinished qcow2 upload,
+    delete its mover configuration and key file, and close its ledger."""
     timing = cloud.timing
     result = TeardownResult()
     order = {collection(k): i for i, k in enumerate(resources.TEARDOWN_ORDER)}
     for res in sorted(record.resources, key=lambda r: order[r.kind]):
         row = {"kind": ledger_kind(res.kind), "name": res.name, "id": res.id}
-        try:
-            existed = cloud.vpc.delete(res, timeout=timing.delete_timeout, poll=timing.poll)
-        except VpcError as exc:
-            log.error("reap build %s: %s", record.build_id, exc)
-            result.failures.append(str(exc))
-            continue
-        (result.deleted if existed else result.gone).append(row)
-    if record.document is not None:
-        if store is not None and record.document.image not in busy_images:
-            _discard_objects(store, record.document.image, result)
+        existed = result.attempt(
+            f"reap {res} (build {record.build_id})",
+            lambda r=res: cloud.vpc.delete(r, timeout=timing.delete_timeout, poll=timing.poll),
+        )
+        if existed is not None:
+            (result.deleted if existed else result.gone).append(row)
+    doc = record.document
+    if doc is not None:
+        if store is not None:
+            result.attempt(f"bucket clean-up of build {record.build_id}",
+                           lambda: mover_config.discard(store, doc.image, doc.build_id))
+            result.attempt(f"bucket clean-up of export {record.build_id}",
+                           lambda: export_objects.discard_export(store, doc.image, doc.build_id))
+        if not doc.keep_key:
+            result.attempt(f"SSH key file of build {record.build_id}",
+                           lambda: key_file(doc.build_id).unlink(missing_ok=True))
         _close_ledger(record, store, result)
     return result
-
-
-def _discard_objects(store: ObjectStore, image: str, result: TeardownResult) -> None:
-    key = objects.qcow2_key(image)
-    try:
-        for upload in store.pending_uploads(key):
-            store.abort_multipart(key, upload.upload_id)
-            log.info("aborted the unfinished upload %s of %s", upload.upload_id, store.describe(key))
-        store.delete(objects.mover_config_key(image))
-    except Exception as exc:  # objects cost little; the message says what is left
-        result.failures.append(f"bucket clean-up of {image}: {exc}")
 
 
 def _close_ledger(record: BuildRecord, store: ObjectStore | None, result: TeardownResult) -> None:
@@ -329,12 +475,14 @@ def _close_ledger(record: BuildRecord, store: ObjectStore | None, result: Teardo
     assert doc is not None
     gone = {r["id"] for r in result.deleted + result.gone}
     names = {r["name"] for r in result.deleted + result.gone}
-    for entry in doc.entries:
-        if entry.state != "deleted" and (entry.id in gone or entry.name in names or entry.id is None):
+    for entry in doc.live():
+        if entry.id in gone or (entry.id is None and entry.name in names):
             entry.state, entry.deleted_at = "deleted", datetime.now(UTC)
     if not result.failures:
+        for entry in doc.live():  # never created, or not found by name: nothing is left of it
+            entry.state, entry.deleted_at = "deleted", datetime.now(UTC)
         doc.status = "failed"
-    sinks: list[Sink] = [ledger_store.file_sink(local_directory())] if record.local else []
+    sinks: list[Sink] = [ledger_store.file_sink(local_directory())] if doc.written_here() else []
     if store is not None:
         sinks.append(bucket_sink(store))
     for sink in sinks:
@@ -347,6 +495,7 @@ def _close_ledger(record: BuildRecord, store: ObjectStore | None, result: Teardo
 def summarize(records: Iterable[BuildRecord]) -> list[dict[str, Any]]:
     return [
         {"build": r.build_id, "running": r.running, "why": r.why, "resources": len(r.resources),
-         "names": ", ".join(sorted(x.name for x in r.resources))}
+         "names": ", ".join(sorted(x.name for x in r.resources)),
+         "not ours": ", ".join(sorted(x.name for x in r.unproven))}
         for r in records
     ]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.vsi_emulator import IMAGE, DeploySite, VsiEmulator
-from zimage import objects
+from zimage import objects, resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -28,27 +28,31 @@ def test_deploy_makes_the_image_and_snapshot_and_leaves_nothing_else(
     assert images == [IMAGE] and snapshots == [f"{IMAGE}-data"]
     image = next(i for i in site.fake.resources("images") if i["name"] == IMAGE)
     assert image["status"] == "available"
-    assert image["file"]["href"] == f"cos://jp-tok/{site.bucket.bucket}/{IMAGE}.qcow2"
+    build = summary["build_id"]
+    assert image["file"]["href"] == f"cos://jp-tok/{site.bucket.bucket}/{objects.qcow2_key(IMAGE, build)}"
     assert image["operating_system"]["name"] == "zos-2-5-s390x-dev-test-byol"
     assert summary["custom_image"]["id"] == image["id"]
     snapshot = site.fake.resources("snapshots")[0]
     assert snapshot["lifecycle_state"] == "stable" and snapshot["source_volume"]["name"].endswith("-data")
     # the mover really converted: a qcow2 in the bucket, a succeeded report with both volumes
     stored = site.objects()
-    assert stored[f"{IMAGE}.qcow2"] > 0
-    report = json.loads(site.get(objects.report_key(IMAGE)))
+    assert stored[f"{IMAGE}/builds/{build}/{IMAGE}.qcow2"] > 0
+    report = json.loads(site.get(objects.report_key(IMAGE, build)))
     assert report["status"] == "succeeded" and sorted(report["volumes-succeeded"]) == ["WORK01", "ZRES01"]
-    assert objects.mover_config_key(IMAGE) not in stored  # it held live URLs
+    assert report["build"] == build  # the mover echoes the build it works for
+    assert objects.mover_config_key(IMAGE, build) not in stored  # it held live URLs
     assert site.bucket.pending_uploads() == []
     (vsi,) = vsi_emulator.vsis
     assert vsi.returncode == 0, vsi.mover_log
     # every resource went through the ledger, and the ledger says so
     (ledger,) = site.ledgers()
     assert ledger.status == "finished"
-    assert {e.kind for e in ledger.entries} == {"vpc", "subnet", "security_group", "key", "volume", "instance"}
-    assert all(e.state == "deleted" and e.id for e in ledger.entries)
+    kinds = {"vpc", "subnet", "security_group", "key", "volume", "instance"}
+    assert {e.kind for e in ledger.entries} == kinds | {"image", "snapshot"}
+    assert all(e.state == "deleted" and e.id for e in ledger.entries if e.kind in kinds)
+    assert all(e.state == "kept" and e.id for e in ledger.entries if e.kind not in kinds)  # the products
     assert json.loads(site.get(objects.ledger_key(ledger.build_id)))["status"] == "finished"
-    assert len(summary["deleted"]) == len(ledger.entries)
+    assert len(summary["deleted"]) == len(ledger.entries) - 2
     # teardown order: floating IP, instance, volumes, subnet, security group, key, VPC
     deletes = [r.path.split("/")[2] for r in site.fake.recorded("DELETE", r"^/v1/")]
     assert deletes == ["instances", "volumes", "volumes", "volumes", "subnets", "security_groups", "keys", "vpcs"]
@@ -71,14 +75,15 @@ def test_no_secret_reaches_the_vsi_the_bucket_the_ledger_artifacts_or_logs(
 
     site = deploy_site
     seen: dict[str, bytes] = {}
-    vsi_emulator.before_start.append(lambda vsi: seen.update(config=site.get(objects.mover_config_key(IMAGE))))
+    vsi_emulator.before_start.append(lambda vsi: seen.update(
+        config=site.get(objects.mover_config_key(IMAGE, resources.build_of(vsi.view.name) or ""))))
     crk = "crn:v1:bluemix:public:kms:jp-tok:a/0123456789abcdef:keyring:key:0001"
     caplog.set_level(logging.INFO)
     for package in ("infra", "tasks", "flows"):  # botocore's own DEBUG lines trip over moto's headers
         caplog.set_level(logging.DEBUG, logger=package)
     started = datetime.now(UTC)
 
-    summary = site.deploy(site.config(mover={"ssh_access": True}, encryption_key_crn=crk))
+    summary = site.deploy(site.config(mover={"ssh_access": True}, encryption_key_crn=crk), keep_mover_key=True)
 
     assert site.fake.leftovers() == []
     (vsi,) = vsi_emulator.vsis

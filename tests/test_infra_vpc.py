@@ -190,8 +190,10 @@ def test_lists_follow_pages_and_tags(ibmcloud_fake: FakeIbmCloud, vpc: Vpc) -> N
     other = Vpc(vpc.client, zone="jp-tok-1", tags=["zimage", "zimage-build:b2"], retry=FAST, poll_interval=0.01)
     theirs = other.create_volume("zimage-b2-v0", 10)
     assert {r.id for r in vpc.list_by_prefix(BUILD)} == {v.id for v in vols}
-    assert {r.id for r in vpc.list_by_tag("zimage-build:b1")} == {v.id for v in vols}
-    assert {r.id for r in vpc.list_by_tag("zimage")} == {v.id for v in vols} | {theirs.id}
+    assert {r.id for r, _ in vpc.list_tagged("volumes", "zimage-build:b1")} == {v.id for v in vols}
+    tagged = dict((r.id, tags) for r, tags in vpc.list_tagged("volumes", "zimage"))
+    assert set(tagged) == {v.id for v in vols} | {theirs.id}
+    assert tagged[theirs.id] == ["zimage", "zimage-build:b2"]
     assert vpc.teardown([*vols, theirs], timeout=5) == []
 
 

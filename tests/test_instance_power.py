@@ -37,6 +37,7 @@ def config(tmp: Path, fake: FakeIbmCloud, zos: dict[str, Any], command: str, tim
             "zone": 1,
             "iam_endpoint": fake.url,
             "vpc_endpoint": fake.vpc_url,
+            "insecure_http": True,  # the fake serves plain http on loopback
             "cos": {"instance_name": "c", "bucket": "unused", "region": "jp-tok"},
         },
         "components": [

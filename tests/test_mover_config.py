@@ -8,6 +8,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -18,6 +19,7 @@ from zimage.build import BuiltImage
 from zimage.manifests import ImageVolume
 
 ATTACHMENTS = {"data": "zimage-data", "boot": "zimage-boot", "scratch": "zimage-qcow2"}
+BUILD = "b1a2b3c4"
 
 
 def built_image() -> BuiltImage:
@@ -33,12 +35,12 @@ def test_configuration_with_accelerator_wheels(cos_store: Any, s3_bucket: Any, t
     wheel = tmp_path / "isal-1.9.1-cp310-cp310-manylinux2014_x86_64.whl"
     wheel.write_bytes(b"PK-not-really-a-wheel-but-bytes-to-carry" + datetime.now(UTC).isoformat().encode())
     written = mover_config.write(
-        cos_store, built_image(), layout="all-in-data", attachments=ATTACHMENTS, boot_disk_gb=10,
-        deadline_hours=2, wheels=[wheel],
+        cos_store, built_image(), BUILD, layout="all-in-data", attachments=ATTACHMENTS, boot_disk_gb=10,
+        lifetime=mover_config.lifetimes(2 * 3600, 900), wheels=[wheel],
     )
-    raw = cos_store.get_bytes(objects.mover_config_key("zdemo"))
+    raw = cos_store.get_bytes(objects.mover_config_key("zdemo", BUILD))
     parsed = parse_config(raw)  # the mover accepts what the orchestrator wrote
-    assert parsed.image == "zdemo"
+    assert parsed.image == "zdemo" and parsed.build == BUILD
     [accel] = parsed.accelerators
     assert accel.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
     with urllib.request.urlopen(accel.url, timeout=10) as answer:
@@ -51,3 +53,28 @@ def test_configuration_with_accelerator_wheels(cos_store: Any, s3_bucket: Any, t
 def test_missing_wheel_is_named_before_anything(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"accelerator_wheels: .*nope\.whl"):
         mover_config.check_wheels([tmp_path / "nope.whl"])
+
+
+def _expires(url: str) -> int:
+    return int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+
+
+def test_url_lifetimes_follow_the_runs_own_deadline(cos_store: Any) -> None:
+    short = mover_config.write(
+        cos_store, built_image(), BUILD, layout="all-in-data", attachments=ATTACHMENTS, boot_disk_gb=10,
+        lifetime=mover_config.lifetimes(deadline_s=30 * 60, provisioning_s=15 * 60),
+    )
+    doc = json.loads(cos_store.get_bytes(short.key))
+    urls = [*doc["objects"]["urls"].values(), *doc["qcow2"]["part_urls"], doc["report"]["url"], doc["progress"]["url"]]
+    # a 30-minute deadline: the URLs outlive it by the provisioning wait and the boot, not by hours
+    assert {_expires(u) for u in urls} == {30 * 60 + 15 * 60 + mover_config.BOOT_S}
+    assert _expires(short.config_url) == 15 * 60 + mover_config.BOOT_S  # read once, at first boot
+    assert short.key == f"zdemo/builds/{BUILD}/mover-config.json"
+    assert cos_store.pending_uploads(objects.qcow2_key("zdemo", BUILD))
+    assert mover_config.discard(cos_store, "zdemo", BUILD)  # no upload id needed to abort it
+    assert cos_store.pending_uploads(objects.qcow2_key("zdemo", BUILD)) == []
+
+
+def test_a_deadline_past_what_presigned_urls_allow_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"the most SigV4 allows is 168 h"):
+        mover_config.lifetimes(deadline_s=168 * 3600, provisioning_s=900)

@@ -13,16 +13,22 @@ def test_layout_of_an_image() -> None:
     assert keys.devmap == "zos25-dev/devmap"
     assert keys.env_overrides == "zos25-dev/env-overrides"
     assert keys.properties == "zos25-dev/properties.json"
-    assert keys.mover_config == "zos25-dev/mover-config.json"
-    assert keys.progress == "zos25-dev/progress.json"
-    assert keys.report == "zos25-dev/report.json"
     assert keys.volume("MN25S2_2023-06-13_18_44_13.gz") == "zos25-dev/MN25S2_2023-06-13_18_44_13.gz"
-    assert keys.qcow2 == "zos25-dev.qcow2"
 
 
-def test_custom_image_href_names_the_qcow2_at_the_bucket_root() -> None:
-    href = objects.qcow2_href("jp-tok", "wazi-custom-image-bucket", "zos25-dev")
-    assert href == "cos://jp-tok/wazi-custom-image-bucket/zos25-dev.qcow2"
+def test_the_mover_outputs_are_scoped_by_build() -> None:
+    assert objects.mover_config_key("zos25-dev", "b1a2b3c4") == "zos25-dev/builds/b1a2b3c4/mover-config.json"
+    assert objects.progress_key("zos25-dev", "b1a2b3c4") == "zos25-dev/builds/b1a2b3c4/progress.json"
+    assert objects.report_key("zos25-dev", "b1a2b3c4") == "zos25-dev/builds/b1a2b3c4/report.json"
+    assert objects.qcow2_key("zos25-dev", "b1a2b3c4") == "zos25-dev/builds/b1a2b3c4/zos25-dev.qcow2"
+    assert objects.report_key("zos25-dev", "b1a2b3c4") != objects.report_key("zos25-dev", "b0000000")
+    with pytest.raises(ValueError, match="build id"):
+        objects.report_key("zos25-dev", "../x")
+
+
+def test_custom_image_href_names_the_builds_qcow2() -> None:
+    href = objects.qcow2_href("jp-tok", "wazi-custom-image-bucket", "zos25-dev", "b1a2b3c4")
+    assert href == "cos://jp-tok/wazi-custom-image-bucket/zos25-dev/builds/b1a2b3c4/zos25-dev.qcow2"
 
 
 def test_ledger_key() -> None:
@@ -64,4 +70,4 @@ def test_build_ids_are_checked(build: str) -> None:
 @pytest.mark.parametrize(("region", "bucket"), [("JP-TOK", "bucket-a"), ("jp-tok", "Bucket"), ("jp-tok", "a..b")])
 def test_href_parts_are_checked(region: str, bucket: str) -> None:
     with pytest.raises(ValueError):
-        objects.qcow2_href(region, bucket, "zos25-dev")
+        objects.qcow2_href(region, bucket, "zos25-dev", "b1a2b3c4")

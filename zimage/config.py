@@ -100,6 +100,14 @@ Url = Annotated[str, AfterValidator(_https_url)]
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 
 
+def ipv4_cidr(value: str, what: str) -> str:
+    """An IPv4 network such as 203.0.113.0/24 (host bits zero), checked before anything is created."""
+    try:
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{what} {value!r} is not an IPv4 CIDR block such as 203.0.113.0/24: {exc}") from None
+
+
 class Model(BaseModel):
     # A typo in a key must not be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -331,6 +339,9 @@ class Target(Model):
     cos: Cos
     mover: Mover = Mover()
     encryption_key_crn: str | None = Field(None, description="Key Protect / HPCS root key CRN")
+    insecure_http: bool = Field(
+        False, description="Let the IAM, VPC and COS endpoints be http:// (local stand-ins only: the API key travels)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -338,7 +349,18 @@ class Target(Model):
             raise ValueError(f"region {self.region!r}: expected a region such as 'jp-tok'")
         if self.encryption_key_crn is not None and not _CRN.fullmatch(self.encryption_key_crn):
             raise ValueError(f"encryption_key_crn {self.encryption_key_crn!r} is not a CRN (crn:v1:...)")
+        plain = [f"{field} {url}" for field, url in self.http_endpoints().items()]
+        if plain and not self.insecure_http:
+            raise ValueError(
+                f"{', '.join(plain)}: plain http would carry the API key and the data unencrypted; use https, or "
+                "set insecure_http: true for a local stand-in"
+            )
         return self
+
+    def http_endpoints(self) -> dict[str, str]:
+        """The endpoints (by key) that are plain http://."""
+        urls = {"iam_endpoint": self.iam_endpoint, "vpc_endpoint": self.vpc_endpoint, "cos.endpoint": self.cos.endpoint}
+        return {k: v for k, v in urls.items() if v and v.lower().startswith("http://")}
 
     @property
     def zone_name(self) -> str:

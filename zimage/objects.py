@@ -1,9 +1,11 @@
 """Object keys of an image build in the bucket (DESIGN.md §6, §10).
 
-Everything of one image lives under `<image>/`; the qcow2 lies at the bucket root as
-`<image>.qcow2` because the custom image's href names it (`cos://<region>/<bucket>/<image>.qcow2`);
-the resource ledger of a build is `zimage-ledger/<build_id>.json`. Every name is validated before
-it becomes part of a key, so no key can escape its prefix.
+Everything of one image lives under `<image>/`. What one build's mover writes or reads as its own
+(its configuration, progress.json, report.json and the qcow2 the custom image is imported from)
+lies under `<image>/builds/<build_id>/`: a mover of an earlier build that is still alive holds URLs
+to its own keys only, so it can neither satisfy a new build's wait nor overwrite its qcow2. The
+resource ledger of a build is `zimage-ledger/<build_id>.json`. Every name is validated before it
+becomes part of a key, so no key can escape its prefix.
 
 The mover's inputs (image-metadata.json, devmap, env-overrides, properties.json, the volumes) follow
 `target.cos.key_layout`: `per-image` puts them under `<image>/`, `reference` at the bucket root,
@@ -15,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zimage import names, staging
+from zimage import names, resources, staging
 
 IMAGE_METADATA = "image-metadata.json"
 DEVMAP = "devmap"
@@ -116,29 +118,34 @@ def accelerator_key(image: str, wheel_file: str) -> str:
     return f"{image_prefix(image)}accelerators/{wheel_file}"
 
 
-def mover_config_key(image: str) -> str:
-    return image_prefix(image) + MOVER_CONFIG
+def build_prefix(image: str, build: str) -> str:
+    """The mover outputs of one build: `<image>/builds/<build_id>/`."""
+    return f"{names.vpc_name(image)}/builds/{resources.check_build_id(build)}/"
 
 
-def progress_key(image: str) -> str:
-    return image_prefix(image) + PROGRESS
+def mover_config_key(image: str, build: str) -> str:
+    return build_prefix(image, build) + MOVER_CONFIG
 
 
-def report_key(image: str) -> str:
-    return image_prefix(image) + REPORT
+def progress_key(image: str, build: str) -> str:
+    return build_prefix(image, build) + PROGRESS
 
 
-def qcow2_key(image: str) -> str:
-    return f"{names.vpc_name(image)}.qcow2"
+def report_key(image: str, build: str) -> str:
+    return build_prefix(image, build) + REPORT
 
 
-def qcow2_href(region: str, bucket: str, image: str) -> str:
-    """`file.href` of the custom image: cos://<region>/<bucket>/<image>.qcow2."""
+def qcow2_key(image: str, build: str) -> str:
+    return f"{build_prefix(image, build)}{names.vpc_name(image)}.qcow2"
+
+
+def qcow2_href(region: str, bucket: str, image: str, build: str) -> str:
+    """`file.href` of the custom image: cos://<region>/<bucket>/<image>/builds/<build>/<image>.qcow2."""
     if not _REGION.fullmatch(region):
         raise ValueError(f"region {region!r}: expected a region such as 'jp-tok'")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ValueError(f"bucket {bucket!r}: 3-63 of lowercase letters, digits, '-', '.'")
-    return f"cos://{region}/{bucket}/{qcow2_key(image)}"
+    return f"cos://{region}/{bucket}/{qcow2_key(image, build)}"
 
 
 def build_id(value: str) -> str:
@@ -184,22 +191,6 @@ class ImageObjects:
     @property
     def properties(self) -> str:
         return properties_key(self.image, self.layout)
-
-    @property
-    def mover_config(self) -> str:
-        return mover_config_key(self.image)
-
-    @property
-    def progress(self) -> str:
-        return progress_key(self.image)
-
-    @property
-    def report(self) -> str:
-        return report_key(self.image)
-
-    @property
-    def qcow2(self) -> str:
-        return qcow2_key(self.image)
 
     def volume(self, file_name: str) -> str:
         return volume_key(self.image, file_name, self.layout)

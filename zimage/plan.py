@@ -56,7 +56,7 @@ class Plan(BaseModel):
 
 def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_bytes: int | None = None) -> Plan:
     image = cfg.image(image_name)
-    target = cfg.target
+    target = cfg.cloud
     components = cfg.image_components(image)
     size = cfg.image_size(image)
     boot = sum(c.size_bytes for c in components if c.type == "sysres")
@@ -110,7 +110,7 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
     for component in components:
         for vol in component.volumes:
             objs.append(PlannedObject(key=f"{keys.inputs}{vol.volser}_<generation>.gz", size=vol.size_bytes))
-    objs.append(PlannedObject(key=objects.qcow2_key(image.name)))
+    objs.append(PlannedObject(key=objects.qcow2_key(image.name, build_id)))
     return Plan(
         image=image.name,
         image_bytes=size,

@@ -237,8 +237,13 @@ def reap_orphans(
     config: ConfigOpt,
     delete: Annotated[bool, typer.Option("--delete", help="Delete what is found (default: only list it)")] = False,
     older_than_minutes: Annotated[
-        float, typer.Option("--older-than-minutes", help="Leave builds without a ledger younger than this")
-    ] = 120.0,
+        float | None,
+        typer.Option(
+            "--older-than-minutes", "--older-than",
+            help="Also reap builds whose state nothing can tell once their newest resource is older than this "
+            "(default: keep them)",
+        ),
+    ] = None,
 ) -> None:
     """List (or with --delete, remove) temporary resources of builds that are no longer running."""
     config_or_exit(config)

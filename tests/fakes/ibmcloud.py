@@ -48,7 +48,10 @@ TEMPORARY_KINDS = (
     "keys",
     "vpcs",
     "resource_keys",
+    "reserved_ips",
 )
+PRODUCT_KINDS = ("images", "snapshots")
+_TRUNCATE = "x-fake-truncate"  # internal: _serve cuts the body short
 UNAUTHENTICATED = (re.compile(r"^/identity/token$"), re.compile(r"(^/_instances/[^/]+)?/(instance_identity|metadata)/"))
 
 
@@ -188,6 +191,12 @@ class FakeIbmCloud:
         with self.store.lock:
             self._faults.append(FaultRule(method, re.compile(path), 0, times, delay=seconds))
 
+    def inject_truncated(self, method: str, path: str, *, times: int = 1) -> None:
+        """Handle the next `times` matching requests, then answer with a body shorter than its
+        Content-Length and close: the client sees a broken stream (requests' ChunkedEncodingError)."""
+        with self.store.lock:
+            self._faults.append(FaultRule(method, re.compile(path), 200, times, after=True, truncate=True))
+
     def stick(self, kind: str, status: str, name: str | None = None) -> None:
         """Keep resources of `kind` (whose name matches the `name` regex) in `status` for good."""
         with self.store.lock:
@@ -239,15 +248,21 @@ class FakeIbmCloud:
         """Every stored resource of `kind` (including those still deleting), as the API shows them."""
         return [self.store.public(e) for e in self.store.entries(kind) if not e.private.get("catalog")]
 
-    def leftovers(self) -> list[str]:
-        """Temporary resources that still exist, as "kind name (id) status" lines (empty = clean)."""
+    def leftovers(self, products: bool = False) -> list[str]:
+        """Temporary resources that still exist, as "kind name (id) status" lines (empty = clean);
+        with `products`, the account's own custom images and snapshots too."""
         out = []
-        for kind in TEMPORARY_KINDS:
+        for kind in TEMPORARY_KINDS + (PRODUCT_KINDS if products else ()):
             for e in self.store.entries(kind):
-                if e.private.get("default"):
+                if e.private.get("default") or e.private.get("catalog"):
                     continue  # a VPC's default security group goes with the VPC (which is listed)
                 out.append(f"{kind} {e.res.get('name')} ({e.res['id']}) {e.status or ''}".rstrip())
         return out
+
+    def lag_lists(self, seconds: float) -> None:
+        """From now on a new resource shows in list results only `seconds` after its create."""
+        with self.store.lock:
+            self.store.list_lag, self.store.lag_from = seconds, time.monotonic()
 
     def recorded(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         pattern = re.compile(path) if path else None
@@ -315,6 +330,14 @@ class FakeIbmCloud:
         req = Request(h.command, split.path, query, body, headers)
         status, extra_headers, payload = self.dispatch(req)
         self.requests.append(RecordedRequest(req.method, req.path, query, redact(body), status))
+        if extra_headers.pop(_TRUNCATE, None):
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "1000")
+            h.end_headers()
+            h.wfile.write(b'{"id": "')
+            h.close_connection = True
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         h.send_response(status)
         for name, value in extra_headers.items():
@@ -351,6 +374,8 @@ class FakeIbmCloud:
 
     @staticmethod
     def _fault_response(fault: FaultRule) -> tuple[int, dict[str, str], Any]:
+        if fault.truncate:
+            return 200, {_TRUNCATE: "1"}, None
         headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
         err = FakeApiError(fault.status, "injected_fault", f"injected {fault.status} response")
         return fault.status, headers, err.body()

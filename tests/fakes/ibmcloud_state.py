@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class FaultRule:
     retry_after: float | None = None
     after: bool = False
     delay: float = 0.0
+    truncate: bool = False  # answer 200 with a body cut short (the client's read of it breaks)
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method in (method, "*") and bool(self.path.search(path))
@@ -126,6 +128,7 @@ class Entry:
     ready_status: str | None = None
     private: dict[str, Any] = field(default_factory=dict)
     on_removed: Callable[[], None] | None = None
+    born: float = field(default_factory=time.monotonic)  # when it was created, for lists that lag
 
     @property
     def status(self) -> str | None:
@@ -151,6 +154,8 @@ class Store:
         self.polls_to_delete = polls_to_delete
         self.kinds: dict[str, dict[str, Entry]] = {}
         self.stuck: list[StickRule] = []
+        self.list_lag = 0.0  # seconds a new resource stays out of list results (eventual consistency)
+        self.lag_from = 0.0  # resources created before this moment are not held back
 
     def add(self, entry: Entry, *, pending: bool = True) -> Entry:
         with self.lock:
@@ -164,6 +169,11 @@ class Store:
     def entries(self, kind: str) -> list[Entry]:
         with self.lock:
             return list(self.kinds.get(kind, {}).values())
+
+    def listed(self, kind: str) -> list[Entry]:
+        """What a list call shows: resources younger than `list_lag` are not there yet."""
+        now = time.monotonic()
+        return [e for e in self.entries(kind) if e.born < self.lag_from or now - e.born >= self.list_lag]
 
     def all_entries(self) -> Iterator[Entry]:
         with self.lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import itertools
 import secrets
 from collections.abc import Callable
@@ -103,6 +104,9 @@ class VpcApi:
             ("GET", r"/v1/instances/(?P<inst>[^/]+)/volume_attachments/(?P<id>[^/]+)", self.get_attachment),
             ("DELETE", r"/v1/instances/(?P<inst>[^/]+)/volume_attachments/(?P<id>[^/]+)", self.delete_attachment),
             ("POST", r"/v1/instances/(?P<inst>[^/]+)/actions", self.instance_action),
+            ("GET", r"/v1/subnets/(?P<subnet>[^/]+)/reserved_ips", self.list_reserved_ips),
+            ("GET", r"/v1/subnets/(?P<subnet>[^/]+)/reserved_ips/(?P<id>[^/]+)", self.get_reserved_ip),
+            ("DELETE", r"/v1/subnets/(?P<subnet>[^/]+)/reserved_ips/(?P<id>[^/]+)", self.delete_reserved_ip),
         ]
         for kind in COLLECTIONS:
             routes += [
@@ -203,7 +207,7 @@ class VpcApi:
     def _lister(self, kind: str) -> Handler:
         def handler(req: Request) -> tuple[int, Any]:
             with self.store.lock:
-                items = [self.store.public(e) for e in self.store.entries(kind) if self.matches(e.res, req.query)]
+                items = [self.store.public(e) for e in self.store.listed(kind) if self.matches(e.res, req.query)]
             items.sort(key=lambda r: r["created_at"], reverse=True)
             return self.page(req, kind, kind, items)
 
@@ -360,6 +364,82 @@ class VpcApi:
         for inst in self.store.entries("instances"):
             if inst.res["primary_network_interface"]["subnet"]["id"] == subnet.res["id"]:
                 raise self.in_use(subnet, f"instance {inst.res['name']} has a network interface on the subnet")
+        for rip in self._reserved_ips(subnet.res["id"]):
+            raise self.in_use(subnet, f"reserved IP {rip.res['name']} ({rip.res['address']}) is in the subnet")
+
+    # ---------------------------------------------------------------- reserved IPs
+    def _reserved_ips(self, subnet_id: str) -> list[Entry]:
+        return [e for e in self.store.entries("reserved_ips") if e.private["subnet"] == subnet_id]
+
+    def _reserved_ip(self, req: Request) -> Entry:
+        entry = self.store.get("reserved_ips", req.params["id"])
+        if entry.private["subnet"] != self.store.get("subnets", req.params["subnet"]).res["id"]:
+            raise FakeApiError(404, "not_found", f"reserved IP {req.params['id']} is not in that subnet")
+        return entry
+
+    def list_reserved_ips(self, req: Request) -> tuple[int, Any]:
+        subnet = self.store.get("subnets", req.params["subnet"])
+        with self.store.lock:
+            listed = {e.res["id"] for e in self.store.listed("reserved_ips")}
+            items = [self.store.public(e) for e in self._reserved_ips(subnet.res["id"]) if e.res["id"] in listed]
+        return self.page(req, "reserved_ips", "reserved_ips", items)
+
+    def get_reserved_ip(self, req: Request) -> tuple[int, Any]:
+        return 200, self.store.public(self._reserved_ip(req))
+
+    def delete_reserved_ip(self, req: Request) -> tuple[int, Any]:
+        with self.store.lock:
+            entry = self._reserved_ip(req)
+            if entry.res.get("target"):
+                raise self.in_use(entry, f"the reserved IP is bound to {entry.res['target']['name']}")
+            self.store.remove(entry)
+        return 204, None
+
+    def _primary_ip(self, nic_body: dict[str, Any], subnet: Entry) -> tuple[Entry | None, dict[str, Any] | None]:
+        """(an existing reserved IP to bind, or the prototype of a new one) from primary_ip, if given."""
+        proto = nic_body.get("primary_ip")
+        if not proto:
+            return None, None
+        if any(k in proto for k in ("id", "href")):
+            found = next((e for e in self._reserved_ips(subnet.res["id"])
+                          if proto.get("id") == e.res["id"] or proto.get("href") == e.res["href"]), None)
+            if found is None:
+                raise FakeApiError(404, "not_found", f"reserved IP {proto} cannot be found in {subnet.res['name']}")
+            if found.res.get("target"):
+                raise self.in_use(found, "the reserved IP is already bound")
+            return found, None
+        address = proto.get("address")
+        try:
+            inside = ipaddress.IPv4Address(address) in ipaddress.IPv4Network(subnet.res["ipv4_cidr_block"])
+        except ValueError:
+            inside = False
+        if not inside:
+            raise FakeApiError(400, "validation_failed", f"primary_ip.address {address!r} is not in the subnet")
+        for e in self._reserved_ips(subnet.res["id"]):
+            if e.res["address"] == address:
+                raise FakeApiError(409, "reserved_ip_in_use", f"address {address} is reserved as {e.res['name']}")
+            if proto.get("name") and e.res["name"] == proto["name"]:
+                raise FakeApiError(400, "validation_unique_failed", f"Provided Name ({proto['name']}) is not unique")
+        if proto.get("name"):
+            check_name(proto["name"], "reserved IP")
+        return None, proto
+
+    def _bind_reserved_ip(
+        self, subnet: Entry, nic: dict[str, Any], found: Entry | None, proto: dict[str, Any] | None
+    ) -> None:
+        target = {k: nic[k] for k in ("id", "href", "name")} | {"resource_type": "network_interface"}
+        if found is None:
+            assert proto is not None
+            rid = new_id("0717-")
+            res = {
+                "id": rid, "href": f"{subnet.res['href']}/reserved_ips/{rid}",
+                "name": proto.get("name") or f"reserved-ip-{next(self._counter)}", "address": proto["address"],
+                "auto_delete": bool(proto.get("auto_delete", True)), "owner": "user", "created_at": now_iso(),
+                "lifecycle_state": "stable", "resource_type": "subnet_reserved_ip",
+            }
+            found = self.store.add(Entry("reserved_ips", res, private={"subnet": subnet.res["id"]}), pending=False)
+        found.res["target"] = target
+        nic["primary_ip"] = {k: found.res[k] for k in ("id", "href", "name", "address", "resource_type")}
 
     # ---------------------------------------------------------------- security groups
     def _new_sg(self, vpc_res: dict[str, Any], body: dict[str, Any], default: bool = False) -> Entry:
@@ -549,6 +629,7 @@ class VpcApi:
             for sg in sgs:
                 if sg.res["vpc"]["id"] != vpc_id:
                     raise FakeApiError(400, "validation_failed", f"security group {sg.res['name']} is in another VPC")
+            reserved, reserve = self._primary_ip(nic_body, subnet)
             data_vols = [self._attachable(a, zone, i) for i, a in enumerate(body.get("volume_attachments", []))]
             boot_body = body.get("boot_volume_attachment") or {}
             res = self.base("instances", body, zone=zone["name"])
@@ -588,6 +669,8 @@ class VpcApi:
             res["network_interfaces"] = [res["primary_network_interface"]]
             entry = Entry("instances", res, private={"user_data": user_data, "keys": keys})
             self.store.add(entry)
+            if reserved is not None or reserve is not None:
+                self._bind_reserved_ip(subnet, res["primary_network_interface"], reserved, reserve)
             boot = self.store.add(Entry("volumes", boot_res | {"status": "available"}), pending=False)
             res["boot_volume_attachment"] = self._attach(
                 entry,
@@ -649,6 +732,11 @@ class VpcApi:
         for att in list(inst.res["volume_attachments"]):
             self._detach(inst, att)
         nic_id = inst.res["primary_network_interface"]["id"]
+        for rip in self.store.entries("reserved_ips"):
+            if (rip.res.get("target") or {}).get("id") == nic_id:
+                rip.res.pop("target")
+                if rip.res["auto_delete"]:
+                    self.store.remove(rip)
         for fip in self.store.entries("floating_ips"):
             if fip.res.get("target", {}).get("id") == nic_id:
                 fip.res.pop("target")

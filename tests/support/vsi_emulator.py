@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,7 @@ class DeploySite:
         doc = site_config(self.staged, **(site or {}), target={
             "region": "jp-tok", "zone": 1, "resource_group": "Default",
             "iam_endpoint": self.fake.url, "vpc_endpoint": self.fake.vpc_url,
+            "insecure_http": True,  # the fake and the S3 server serve plain http on loopback
             "cos": self.bucket.cos_config(),
             "mover": {"deadline_hours": 1, **(mover or {})},
             **target,
@@ -292,5 +294,9 @@ def deploy_site(
                         "RESOURCE_CONTROLLER_URL": ibmcloud_fake.url, "ZIMAGE_STATE_DIR": str(site.state_dir)}.items():
         monkeypatch.setenv(name, value)
     ibmcloud_fake.cos_object_check = s3_object_checker(s3_bucket.client())
-    ibmcloud_fake.add_image_to_cos_authorization()
+    # the config's COS instance, and an authorization scoped to it alone (as the CLI's hint creates it)
+    guid = str(uuid.uuid4())
+    crn = f"crn:v1:bluemix:public:cloud-object-storage:global:a/{ibmcloud_fake.account_id}:{guid}::"
+    ibmcloud_fake.platform.add_cos_instance(s3_bucket.cos_config()["instance_name"], guid, crn)
+    ibmcloud_fake.add_image_to_cos_authorization(guid)
     return site
