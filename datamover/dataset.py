@@ -48,7 +48,10 @@ def member_names(path: str, dsn: str) -> List[str]:
 
 
 def records_of(volume: VolumeImage, vtoc: Vtoc, dsn: str, member: Optional[str]) -> List[bytes]:
-    ds = find(volume, vtoc, dsn)
+    return records_in(volume, find(volume, vtoc, dsn), member)
+
+
+def records_in(volume: VolumeImage, ds: DataSet, member: Optional[str]) -> List[bytes]:
     blocks = pds.member_blocks(volume, ds, member) if member else pds.sequential_blocks(volume, ds)
     return pds.deblock(ds, blocks)
 

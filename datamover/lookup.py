@@ -2,8 +2,9 @@
 
     python3 mover.pyz lookup --request REQUEST.json [--out ANSWER.json]
 
-Request: {"volumes": [{"volser", "path", "size"?}], "members": [{"volser", "dsn", "member"}],
-"list": true|false}. Answer: per volume its label, data sets (with "list"), the bytes read and
+Request: {"volumes": [{"volser", "path", "size"?}], "members": [{"volser", "dsn", "member",
+"dataset"?}], "list": true|false}; "dataset" is the data set's entry from an earlier listing, so
+the VTOC is not read again. Answer: per volume its label, data sets (with "list"), the bytes read and
 an error when the volume cannot be read; per member "found" with its records (base64, as
 stored), "absent", or "error" with a message. Each volume is opened once and its members are
 read in the order of their data sets on the volume, so a gzip'd volume is inflated forward.
@@ -17,10 +18,10 @@ import time
 from typing import Optional
 
 from datamover import pds
-from datamover.dataset import records_of
+from datamover.dataset import find, records_in
 from datamover.errors import MoverError
 from datamover.volume import VolumeImage
-from datamover.vtoc import Vtoc, dataset_entry, read_vtoc
+from datamover.vtoc import dataset_entry, dataset_from_entry, read_vtoc
 
 
 def _member(want: dict, status: str, records: Optional[list] = None, message: str = "") -> dict:
@@ -30,12 +31,6 @@ def _member(want: dict, status: str, records: Optional[list] = None, message: st
     if message:
         out["message"] = message
     return out
-
-
-def _first_track(vtoc: Vtoc, heads: int, dsn: str) -> int:
-    ds = vtoc.find(dsn)
-    track = ds.absolute_track(0, heads) if ds is not None else None
-    return track if track is not None else 0
 
 
 def _volume(entry: dict, members: list, listing: bool) -> tuple:
@@ -55,13 +50,23 @@ def _volume(entry: dict, members: list, listing: bool) -> tuple:
     answers = []
     try:
         with VolumeImage(path) as volume:
-            vtoc = read_vtoc(volume)
-            out["label"] = vtoc.volser
-            if listing:
+            # members that carry their data set (from an earlier listing) need no VTOC
+            vtoc = read_vtoc(volume) if listing or not all("dataset" in m for m in members) else None
+            if vtoc is not None:
+                out["label"] = vtoc.volser
+            if listing and vtoc is not None:
                 out["datasets"] = [dataset_entry(ds, volume.heads) for ds in vtoc.datasets]
-            for want in sorted(members, key=lambda m: _first_track(vtoc, volume.heads, m["dsn"])):
+            located = []
+            for want in members:
                 try:
-                    answers.append(_member(want, "found", records_of(volume, vtoc, want["dsn"], want["member"])))
+                    ds = dataset_from_entry(want["dataset"]) if "dataset" in want else find(volume, vtoc, want["dsn"])
+                except pds.NotFound as exc:
+                    answers.append(_member(want, "absent", message=str(exc)))
+                    continue
+                located.append((ds.absolute_track(0, volume.heads) or 0, want, ds))
+            for _track, want, ds in sorted(located, key=lambda item: item[0]):
+                try:
+                    answers.append(_member(want, "found", records_in(volume, ds, want["member"])))
                 except pds.NotFound as exc:
                     answers.append(_member(want, "absent", message=str(exc)))
                 except MoverError as exc:

@@ -132,4 +132,28 @@ def dataset_entry(ds: DataSet, heads: int) -> dict:
         "blksize": a.blksize,
         "tracks": ds.tracks(heads),
         "extents": [e.describe() for e in ds.extents],
+        "where": [[e.cyl, e.head, e.end_cyl, e.end_head] for e in ds.extents],
     }
+
+
+def dataset_from_entry(entry: dict) -> DataSet:
+    """The data set back from its `dataset_entry`: a later lookup reads it without the VTOC (which may
+    lie at the far end of a gzip'd volume)."""
+    dsorg = entry["dsorg"]
+    extents = [dscb.Extent(i, *where) for i, where in enumerate(entry["where"])]
+    f1 = dscb.Format1(
+        name=entry["name"],
+        volser="",
+        dsorg="PO" if dsorg == "PO-E" else dsorg,
+        recfm=entry["recfm"],
+        lrecl=entry["lrecl"],
+        blksize=entry["blksize"],
+        keylen=0,
+        pdse=dsorg == "PO-E",
+        hfs=dsorg == "HFS",
+        extents=extents[:3],
+        extent_count=len(extents),
+        last_used=(0, 0),
+        next_dscb=None,
+    )
+    return DataSet(f1, extents)

@@ -139,13 +139,18 @@ class ChainResult:
     rounds: int = 0
 
 
-def _request(files: list[VolumeFile], wanted: list[MemberRef], listing: bool) -> dict:
+def _request(
+    files: list[VolumeFile], wanted: list[MemberRef], listing: bool, entries: dict[str, dict[str, dict]]
+) -> dict:
     volumes = [{"volser": f.volser, "path": f.path, "size": f.gz_bytes} for f in files]
-    return {
-        "list": listing,
-        "volumes": volumes,
-        "members": [{"volser": r.volser, "dsn": r.dsn, "member": r.member} for r in wanted],
-    }
+    members = []
+    for r in wanted:
+        member = {"volser": r.volser, "dsn": r.dsn, "member": r.member}
+        entry = entries.get(r.volser, {}).get(r.dsn)
+        if entry is not None:
+            member["dataset"] = entry  # where the data set lies: the VTOC is not read again
+        members.append(member)
+    return {"list": listing, "volumes": volumes, "members": members}
 
 
 def check_ipl_chain(lookup: VolumeLookup, chain: ChainInput, files: list[VolumeFile]) -> ChainResult:
@@ -155,11 +160,12 @@ def check_ipl_chain(lookup: VolumeLookup, chain: ChainInput, files: list[VolumeF
     volumes: dict[str, VolumeListing] = {}
     members: dict[tuple[str, str, str], MemberRead] = {}
     wanted: list[MemberRef] = []
+    entries: dict[str, dict[str, dict]] = {}  # volser -> data set name -> its listing entry
     for round_ in range(MAX_ROUNDS):
         listing = round_ == 0
         # after the first round only the volumes that hold wanted members are opened again
         subset = files if listing else [f for f in files if any(r.volser == f.volser for r in wanted)]
-        got = lookup.ask(_request(subset, wanted, listing))
+        got = lookup.ask(_request(subset, wanted, listing, entries))
         result.rounds += 1
         for vol in got["volumes"]:
             s = stats[vol["volser"]]
@@ -167,6 +173,7 @@ def check_ipl_chain(lookup: VolumeLookup, chain: ChainInput, files: list[VolumeF
             s.read_bytes += vol.get("read_bytes", 0)
             s.seconds += vol.get("seconds", 0.0)
             if listing:
+                entries[vol["volser"]] = {d["name"]: d for d in vol.get("datasets", [])}
                 volumes[vol["volser"]] = VolumeListing(
                     volser=vol["volser"],
                     label=vol.get("label"),
