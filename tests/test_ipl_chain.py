@@ -178,3 +178,23 @@ def test_only_the_front_of_each_gzip_volume_is_read(tmp_path: Path) -> None:
     assert result.evaluation.findings == []
     for stats in result.stats:
         assert stats.read_bytes < stats.file_size / 4, stats
+
+
+def test_loadxx_statements_under_a_filter_are_named_and_not_followed(tmp_path: Path) -> None:
+    load = loadxx(extra="LPARNAME PROD1\nIEASYM   07\nHWNAME   CPU2\nPARMLIB  SYS9.NOPE")
+    result = run(build_system(tmp_path / "sys", load=load), tmp_path)
+    assert errors(result) == []
+    assert [f.text() for f in result.evaluation.findings] == [
+        "MN25T1:SYS0.IPLPARM(LOADCS):8: warning: IEASYM applies only under LPARNAME(PROD1); the target's names "
+        "may not match, so it is not followed here",
+        "MN25T1:SYS0.IPLPARM(LOADCS):10: warning: PARMLIB applies only under HWNAME(CPU2); the target's names "
+        "may not match, so it is not followed here",
+    ]
+
+
+def test_a_loadxx_statement_out_of_its_columns(tmp_path: Path) -> None:
+    result = run(build_system(tmp_path / "sys", load=loadxx().replace("IODF     99", "IODF 99   ")), tmp_path)
+    assert errors(result)[0].startswith(
+        "MN25T1:SYS0.IPLPARM(LOADCS):2: error: 'IODF 99    SYS1': a LOADxx keyword starts in column 1 and its "
+        "value in column 10"
+    )

@@ -3,6 +3,7 @@ on volumes made by dasdload with members added by the tests' PDS writer; plain a
 
 from __future__ import annotations
 
+import base64
 import gzip
 import random
 import shutil
@@ -15,9 +16,10 @@ import pytest
 from datamover import dscb
 from datamover.dataset import list_datasets, member_names, read_dataset, read_member
 from datamover.errors import MoverError
+from datamover.lookup import answer
 from datamover.volume import VolumeImage
-from datamover.vtoc import read_vtoc
-from tests.support.pds import Dataset, add_members, cards, load_volume, set_smsfg
+from datamover.vtoc import label, read_vtoc
+from tests.support.pds import Dataset, add_members, cards, load_volume, set_smsfg, split_extents
 
 DASDLS, DASDCAT, DASDPDSU = (shutil.which(t) for t in ("dasdls", "dasdcat", "dasdpdsu"))
 needs_hercules = pytest.mark.skipif(
@@ -158,6 +160,43 @@ def test_a_pdse_is_reported_out_of_reach(volume: Path) -> None:
     assert {d["name"]: d["dsorg"] for d in list_datasets(str(volume))[1]}["SYS1.PARMLIB"] == "PO-E"
     with pytest.raises(MoverError, match="is a PDSE"):
         read_member(str(volume), "SYS1.PARMLIB", "IEASYM00")
+
+
+@needs_hercules
+def test_extents_in_format1_and_format3_dscbs_are_followed_as_dasdls_and_dasdcat_do(volume: Path) -> None:
+    before = read_member(str(volume), "SYS1.PARMLIB", "LONG")
+    split_extents(volume, "SYS1.PARMLIB", [1, 1, 1, 1, 1])  # 6 extents: 3 in the Format 1, 3 in a Format 3
+    entry = {d["name"]: d for d in list_datasets(str(volume))[1]}["SYS1.PARMLIB"]
+    assert len(entry["extents"]) == 6 and entry["tracks"] == 15
+    assert _dasdls(volume)["SYS1.PARMLIB"][4] == 15
+    fields = _tool(DASDLS, "-info", str(volume)).decode().splitlines()[1].split()
+    assert fields[0] == "SYS1.PARMLIB" and fields[9] == "6"  # dasdls' #Ext
+    assert read_member(str(volume), "SYS1.PARMLIB", "LONG") == before  # across the extents
+    assert b"".join(before) == _tool(DASDCAT, "-i", str(volume), "SYS1.PARMLIB/LONG")
+
+
+def test_a_listed_data_set_is_read_again_without_the_vtoc(tmp_path: Path) -> None:
+    path = load_volume(tmp_path / "V.ckd", "ZRES01", [Dataset("SYS1.PARMLIB", tracks=5, directory_blocks=2)])
+    add_members(path, "SYS1.PARMLIB", {"IEASYM00": cards(IEASYM)})
+    listed = answer({"list": True, "volumes": [{"volser": "ZRES01", "path": str(path)}], "members": []})
+    entry = listed["volumes"][0]["datasets"][0]
+    with VolumeImage(str(path)) as image:  # wipe the Format 4 DSCB: the VTOC cannot be read any more
+        _volser, (cyl, head, record) = label(image)
+        where = (
+            image.track_offset(image.track_number(cyl, head))
+            + image.record(image.track_number(cyl, head), record).data_offset
+        )
+    with path.open("r+b") as f:
+        f.seek(where)
+        f.write(bytes(96))
+    want = {"volser": "ZRES01", "dsn": "SYS1.PARMLIB", "member": "IEASYM00"}
+    again = answer(
+        {"list": False, "volumes": [{"volser": "ZRES01", "path": str(path)}], "members": [{**want, "dataset": entry}]}
+    )
+    assert again["volumes"][0]["error"] is None
+    assert [base64.b64decode(r) for r in again["members"][0]["records"]] == cards(IEASYM)
+    without = answer({"list": False, "volumes": [{"volser": "ZRES01", "path": str(path)}], "members": [want]})
+    assert "not the Format 4" in without["volumes"][0]["error"]
 
 
 def test_extents_format3_and_eav_cylinders() -> None:

@@ -61,7 +61,7 @@ def parse_loadxx(text: str) -> LoadMember:
                 (
                     number,
                     "error",
-                    f"{data.strip()[:20]!r}: a LOADxx keyword starts in column 1 and its value in column 10",
+                    f"{data.strip()[:20].rstrip()!r}: a LOADxx keyword starts in column 1 and its value in column 10",
                 )
             )
             continue

@@ -219,3 +219,50 @@ def set_smsfg(volume: Path, dsn: str, flags: int) -> None:
     with volume.open("r+b") as f:
         f.seek(offset + 78 - dscb.KEY_LENGTH)
         f.write(bytes([flags]))
+
+
+def split_extents(volume: Path, dsn: str, pieces: list[int]) -> None:
+    """Describe `dsn`'s one extent as consecutive extents of `pieces` tracks each (the last takes the
+    rest): three in the Format 1, the others in a Format 3 DSCB written into a free VTOC slot, as a
+    data set that grew by secondary allocations is described. The tracks stay where they are."""
+    with VolumeImage(str(volume)) as image:
+        ds = read_vtoc(image).find(dsn)
+        assert ds is not None and len(ds.extents) == 1
+        heads, start = image.heads, ds.absolute_track(0, image.heads)
+        total = ds.tracks(heads)
+        bounds, at = [], 0
+        for size in [*pieces, total - sum(pieces)]:
+            bounds.append((start + at, start + at + size - 1))
+            at += size
+        assert at == total and len(bounds) <= 16
+        raw = [
+            bytes([0x01, i]) + dscb.encode_cchh(*divmod(a, heads)) + dscb.encode_cchh(*divmod(b, heads))
+            for i, (a, b) in enumerate(bounds)
+        ]
+        f1 = _format1_offset(image, dsn)
+        free = _free_dscb(image)
+    with volume.open("r+b") as f:
+        f.seek(f1 + 59 - dscb.KEY_LENGTH)
+        f.write(bytes([len(raw)]))
+        f.seek(f1 + 105 - dscb.KEY_LENGTH)
+        f.write(b"".join(raw[:3]).ljust(30, b"\0"))
+        if len(raw) > 3:
+            number, record, key_at = free
+            f.seek(f1 + 135 - dscb.KEY_LENGTH)
+            f.write(dscb.encode_cchh(*divmod(number, heads)) + bytes([record]))
+            more = raw[3:]
+            key = b"\x03" * 4 + b"".join(more[:4]).ljust(40, b"\0")
+            data = b"\xf3" + b"".join(more[4:13]).ljust(90, b"\0") + bytes(5)
+            f.seek(key_at)
+            f.write(key + data)
+
+
+def _free_dscb(image: VolumeImage) -> tuple[int, int, int]:
+    """(track, record, file offset of the key) of the first Format 0 (free) DSCB of the VTOC."""
+    _volser, (cyl, head, _record) = label(image)
+    number = image.track_number(cyl, head)
+    for n in range(number, number + image.heads):
+        for rec in image.records(n):
+            if len(rec.key) == dscb.KEY_LENGTH and rec.key == bytes(44) and rec.data[0] == 0:
+                return n, rec.record, image.track_offset(n) + rec.data_offset - dscb.KEY_LENGTH
+    raise AssertionError("no free DSCB in the VTOC")
