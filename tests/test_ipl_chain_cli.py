@@ -41,8 +41,14 @@ def test_ipl_check_reports_findings_with_volume_data_set_member_and_line(sshd: S
     root = tmp_path / "staging"
     broken = IEASYM00.replace("SYMDEF(&DEFAULTROUTEADDR.='172.26.1.1')", "SYMDEF(&DEFAULTROUTEADDR.='172.26.1')")
     stage(build_system(tmp_path / "sys", ieasym00=broken), root)
-    result = zimage("ipl", "check", "--config", str(config(sshd, tmp_path, root)), "--image", "zos25-dev")
+    report = tmp_path / "ipl.md"
+    result = zimage(
+        "ipl", "check", "--config", str(config(sshd, tmp_path, root)), "--image", "zos25-dev", "--markdown", str(report)
+    )
     assert result.returncode == 1, result.stderr
+    markdown = report.read_text()
+    assert markdown.startswith("# IPL chain of zos25-dev: error")
+    assert "| MN25S2 | " in markdown and "`MN25S2:SYS1.PARMLIB(IEASYM00):4`" in markdown
     assert result.stdout.startswith("MN25S2:SYS1.PARMLIB(IEASYM00):4: error: &DEFAULTROUTEADDR: '172.26.1' is not")
 
 

@@ -6,6 +6,7 @@ or the config cannot be read).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from flows.cli.common import config_or_exit, fail
 from flows.cli.ieasym import OutputFormat
 from flows.cli.run import ConfigOpt, GenerationOpt, ImageOpt, _generations
 from zimage.findings import EXIT_UNREADABLE, findings_json, findings_text
+from zimage.ipl_chain import report_markdown
 
 app = typer.Typer(help="Check the IPL chain of an image on its staged volumes.", no_args_is_help=True)
 
@@ -24,6 +26,9 @@ def check(
     image: ImageOpt,
     generation: GenerationOpt = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the report (chain, bytes read, findings) here")
+    ] = None,
 ) -> None:
     """LOADPARM -> IODF device -> LOADxx -> IODF, SYSCAT, PARMLIB, IEASYMxx, and the IEASYM / TCP/IP
     symbol checks on the members found on the volumes. Nothing leaves the storage server."""
@@ -45,6 +50,11 @@ def check(
         typer.echo(
             f"zimage ipl: {v.volser}: read {v.read_bytes:,} of {v.file_size:,} bytes in {v.seconds:.1f} s", err=True
         )
+    if markdown is not None:
+        try:
+            markdown.write_text(report_markdown(report), encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"{markdown}: cannot write: {exc.strerror or exc}", EXIT_UNREADABLE) from None
     render = findings_json if output_format is OutputFormat.json else findings_text
     typer.echo(render(report.findings), nl=False)
     raise typer.Exit(report.exit_code())
