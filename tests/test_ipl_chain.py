@@ -198,3 +198,11 @@ def test_a_loadxx_statement_out_of_its_columns(tmp_path: Path) -> None:
         "MN25T1:SYS0.IPLPARM(LOADCS):2: error: 'IODF 99    SYS1': a LOADxx keyword starts in column 1 and its "
         "value in column 10"
     )
+
+
+def test_a_volume_whose_label_is_not_the_volser_the_image_names(tmp_path: Path) -> None:
+    system = build_system(tmp_path / "sys")
+    files = system.stage(tmp_path / "staged")
+    swapped = [VolumeFile("MN25U1", files[2].path, files[2].gz_bytes) if f.volser == "MN25U1" else f for f in files]
+    result = run(system, tmp_path, files=swapped)
+    assert "MN25U1:VTOC:1: error: the VOL1 label names MN25T1, the image names MN25U1" in errors(result)

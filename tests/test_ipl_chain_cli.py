@@ -63,6 +63,7 @@ def test_ipl_check_exit_2_when_a_volume_or_the_generation_cannot_be_read(sshd: S
     result = zimage("ipl", "check", "--config", str(cfg), "--image", "zos25-dev")
     assert result.returncode == 2
     assert "MN25U1:VTOC:1: error: " in result.stdout and "truncated or changed" in result.stdout
+    assert not [p for p in root.iterdir() if p.name.startswith(".zimage-lookup")]  # removed after the run
 
 
 def test_volume_ls_and_cat_read_what_dasdls_and_dasdcat_read(tmp_path: Path) -> None:
