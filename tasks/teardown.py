@@ -407,6 +407,18 @@ def _proven(
     return list(ours.values()), unproven
 
 
+def _unanswered_products(vpc: Vpc, doc: LedgerDocument | None, known: list[Resource]) -> list[Resource]:
+    """Products whose create never answered (the run died during the call): named by the image,
+    not the build, so the prefix search misses them; the name was checked free before the create."""
+    found = []
+    for entry in doc.live() if doc is not None else []:
+        if entry.kind in resources.PRODUCT_KINDS and entry.id is None:
+            res = vpc.find(collection(entry.kind), entry.name)
+            if res is not None and all(k.id != res.id for k in known):
+                found.append(res)
+    return found
+
+
 def survey(
     cloud: IbmCloud,
     store: ObjectStore | None,
@@ -430,6 +442,7 @@ def survey(
     for build in sorted(builds):
         doc = ledgers.get(build, (None, False))[0]
         ours, unproven = _proven(build, by_name.get(build, []), by_tag.get(build, []), doc)
+        ours += _unanswered_products(cloud.vpc, doc, ours)
         if not ours and not unproven and (doc is None or doc.status != "running"):
             continue
         record = BuildRecord(build, ours, doc, unproven=unproven)

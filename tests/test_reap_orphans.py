@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from infra.ledger import Entry, LedgerDocument, boot_id, file_sink
 from infra.secrets import Secret
 from infra.vpc import Vpc
 from tests.fakes.ibmcloud import InstanceView
-from tests.support.vsi_emulator import IMAGE, DeploySite
+from tests.support.vsi_emulator import IMAGE, DeploySite, VsiEmulator
 from zimage import objects, resources
 from zimage.config import parse_config
 
@@ -78,6 +79,41 @@ def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
     assert after.status == "failed" and all(e.state == "deleted" for e in after.entries)
     again = reap_orphans(config, dry_run=False, **FAST)  # nothing left: nothing to do
     assert again["orphaned"] == [] and again["deleted"] == []
+
+
+def test_a_deploy_killed_while_publishing_leaves_no_product_behind(
+    deploy_site: DeploySite, vsi_emulator: VsiEmulator
+) -> None:
+    """The custom image still importing and the snapshot are in the ledger: reap-orphans deletes
+    them, so the re-run's name check passes."""
+    from prefect.settings import PREFECT_API_URL
+
+    site = deploy_site
+    config = site.config()
+    site.fake.stick("images", "pending", name=f"^{IMAGE}$")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, config, IMAGE], cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not site.products()[0] and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert site.products()[0] == [IMAGE], child.stdout.read() if child.poll() is not None else "no image"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        output, _ = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, output
+    (ledger,) = site.ledgers()
+    assert {e.kind: e.state for e in ledger.entries}["image"] in ("creating", "created")  # killed at the call
+
+    done = reap_orphans(config, dry_run=False, **FAST)
+
+    assert done["orphaned"] == [ledger.build_id]
+    assert f"image {IMAGE}" in done["deleted"] and f"snapshot {IMAGE}-data" in done["deleted"]
+    assert site.fake.leftovers(products=True) == []
+    assert site.bucket.pending_uploads() == []
 
 
 # --- builds made by hand: a ledger and resources, as a run would have left them ------------------
