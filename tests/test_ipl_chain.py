@@ -10,7 +10,7 @@ import pytest
 
 from infra.volume_lookup import ChainResult, VolumeFile, VolumeLookup, check_ipl_chain
 from tests.support.ipl_system import IEASYM00, PROFILE, System, build_system, loadxx
-from tests.support.pds import DASDLOAD, set_smsfg
+from tests.support.pds import DASDLOAD, Dataset, set_smsfg
 from zimage.config import Storage
 from zimage.findings import Finding
 
@@ -206,3 +206,14 @@ def test_a_volume_whose_label_is_not_the_volser_the_image_names(tmp_path: Path) 
     swapped = [VolumeFile("MN25U1", files[2].path, files[2].gz_bytes) if f.volser == "MN25U1" else f for f in files]
     result = run(system, tmp_path, files=swapped)
     assert "MN25U1:VTOC:1: error: the VOL1 label names MN25T1, the image names MN25U1" in errors(result)
+
+
+def test_a_parmlib_data_set_on_several_volumes_is_a_warning_naming_the_one_checked(tmp_path: Path) -> None:
+    load = loadxx().replace("PARMLIB  USER.PARMLIB".ljust(54) + "MN25U1", "PARMLIB  USER.PARMLIB")
+    system = build_system(tmp_path / "sys", load=load, extra={"MN25T1": [Dataset("USER.PARMLIB", tracks=1)]})
+    result = run(system, tmp_path)
+    assert [f.text() for f in result.evaluation.findings] == [
+        "MN25T1:SYS0.IPLPARM(LOADCS):4: warning: PARMLIB USER.PARMLIB is on volumes MN25U1, MN25T1: the master "
+        "catalog decides which one the IPL uses (not read here); MN25U1 was checked, name the volume in LOADxx "
+        "(columns 55-60) to be sure"
+    ]

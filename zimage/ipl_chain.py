@@ -304,6 +304,15 @@ class _Chain:
                 why = "" if line else " (the system adds it at the end of the concatenation)"
                 self.add(file, line, "error", f"PARMLIB {dsn}{why} is not on {on}")
                 continue
+            if len(holders) > 1:
+                self.add(
+                    file,
+                    line,
+                    "warning",
+                    f"PARMLIB {dsn} is on volumes {', '.join(holders)}: the master "
+                    f"catalog decides which one the IPL uses (not read here); {holders[0]} was checked, name the "
+                    "volume in LOADxx (columns 55-60) to be sure",
+                )
             dsorg = self.volumes[holders[0]].datasets[dsn]
             if dsorg == PDSE:
                 self.add(

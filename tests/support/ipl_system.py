@@ -88,14 +88,25 @@ class System:
 
 
 def build_system(
-    directory: Path, load: str | None = None, ieasym00: str = IEASYM00, ieasym01: str = IEASYM01, profile: str = PROFILE
+    directory: Path,
+    load: str | None = None,
+    ieasym00: str = IEASYM00,
+    ieasym01: str = IEASYM01,
+    profile: str = PROFILE,
+    extra: dict[str, list[Dataset]] | None = None,
 ) -> System:
+    """The three volumes; `extra` adds data sets (empty) to a volume, after its own."""
+    more = extra or {}
     directory.mkdir(parents=True, exist_ok=True)
     system = System(directory)
     s2 = load_volume(
         directory / "MN25S2.ckd",
         "MN25S2",
-        [Dataset("SYS1.NUCLEUS", tracks=2, directory_blocks=2), Dataset("SYS1.PARMLIB", tracks=5, directory_blocks=5)],
+        [
+            Dataset("SYS1.NUCLEUS", tracks=2, directory_blocks=2),
+            Dataset("SYS1.PARMLIB", tracks=5, directory_blocks=5),
+            *more.get("MN25S2", []),
+        ],
         cylinders=5,
     )
     add_members(s2, "SYS1.PARMLIB", {"IEASYM00": cards(ieasym00, numbered=True)})
@@ -106,6 +117,7 @@ def build_system(
             Dataset("SYS0.IPLPARM", tracks=2, directory_blocks=2),
             Dataset("SYS1.IODF99", dsorg="PS", blksize=4096, lrecl=4096, recfm="F", tracks=2),
             Dataset("CATALOG.MASTER", dsorg="PS", blksize=4096, lrecl=4096, recfm="F", tracks=2),
+            *more.get("MN25T1", []),
         ],
         cylinders=5,
     )
@@ -117,6 +129,7 @@ def build_system(
             Dataset("USER.PARMLIB", tracks=2, directory_blocks=2),
             Dataset("TCPIP.PROFILE", tracks=2, directory_blocks=2),
             Dataset("TCPIP.TCPPARMS", tracks=2, directory_blocks=2),
+            *more.get("MN25U1", []),
         ],
         cylinders=5,
     )
