@@ -13,7 +13,8 @@ Measured: `gzip -dc FILE > /dev/null` (the baseline), the IPL check (bytes of th
 `volume ls` (seconds); ratios printed: share of the file the check read (front), and gzip -dc time /
 our time (>= 1: at least as fast), with the inflater zimage picks and with plain zlib.
 
-Times are the best of 3 runs. Run from the repository root: python -m bench.ipl_check [--cylinders N] [--workdir DIR]
+Times are the best of --repeat runs. Run from the repository root:
+    python -m bench.ipl_check [--cylinders N] [--workdir DIR] [--repeat N]
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _fill(path: Path, cylinders: int, first: int, last: int) -> None:
             out.write(ckd.data_track(cyl, head, ckd.payload(VOLSER, cyl, head, 8192)))
 
 
-def timed(call, repeat: int = 3):  # type: ignore[no-untyped-def]
+def timed(call, repeat: int):  # type: ignore[no-untyped-def]
     """(best seconds of `repeat` runs, the value): the machine is shared, the best run is the least disturbed."""
     best, value = float("inf"), None
     for _ in range(repeat):
@@ -90,8 +91,9 @@ def timed(call, repeat: int = 3):  # type: ignore[no-untyped-def]
     return best, value
 
 
-def gzip_dc(path: Path) -> float:
-    seconds, _ = timed(lambda: subprocess.run(["gzip", "-dc", str(path)], stdout=subprocess.DEVNULL, check=True))
+def gzip_dc(path: Path, repeat: int) -> float:
+    run = ["gzip", "-dc", str(path)]
+    seconds, _ = timed(lambda: subprocess.run(run, stdout=subprocess.DEVNULL, check=True), repeat)
     return seconds
 
 
@@ -100,9 +102,10 @@ def chain() -> ChainInput:
     return ChainInput(image="bench", ipl_device="0A80", loadparm="0A80CS", volumes={"0A80": VOLSER}, tcpip=members)
 
 
-def ipl_check(path: Path) -> tuple[float, int, int]:
+def ipl_check(path: Path, repeat: int) -> tuple[float, int, int]:
     with VolumeLookup(LOCAL) as lookup:
-        seconds, result = timed(lambda: check_ipl_chain(lookup, chain(), [VolumeFile(VOLSER, str(path), None)]))
+        files = [VolumeFile(VOLSER, str(path), None)]
+        seconds, result = timed(lambda: check_ipl_chain(lookup, chain(), files), repeat)
     bad = [f.text() for f in result.evaluation.findings if f.severity == "error"]
     if bad:
         raise SystemExit(f"the benchmark volume's chain has errors: {bad}")
@@ -113,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cylinders", type=int, default=1113, help="volume size (10017: a 3390-9)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the volumes are made (kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     args = parser.parse_args(argv)
+    repeat = max(1, args.repeat)
     if shutil.which("dasdload") is None or shutil.which("gzip") is None:
         print("needs Hercules dasdload and gzip", file=sys.stderr)
         return 2
@@ -124,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     for layout in ("front", "end"):
         packed = build(workdir, layout, args.cylinders)
         gz_size = packed.stat().st_size
-        baseline = gzip_dc(packed)
-        check_s, read, rounds = ipl_check(packed)
-        ls_s, (_volser, datasets) = timed(lambda p=packed: list_datasets(str(p)))
+        baseline = gzip_dc(packed, repeat)
+        check_s, read, rounds = ipl_check(packed, repeat)
+        ls_s, (_volser, datasets) = timed(lambda p=packed: list_datasets(str(p)), repeat)
         os.environ["ZIMAGE_INFLATE"] = "zlib"
         try:
-            ls_zlib, _ = timed(lambda p=packed: list_datasets(str(p)))
+            ls_zlib, _ = timed(lambda p=packed: list_datasets(str(p)), repeat)
         finally:
             del os.environ["ZIMAGE_INFLATE"]
         print(f"\n[{layout}] {packed.name}: {gz_size / 1e6:.1f} MB gzip'd, {len(datasets)} data sets")
