@@ -217,3 +217,18 @@ def test_a_parmlib_data_set_on_several_volumes_is_a_warning_naming_the_one_check
         "catalog decides which one the IPL uses (not read here); MN25U1 was checked, name the volume in LOADxx "
         "(columns 55-60) to be sure"
     ]
+
+
+def test_no_ieasym_statement_and_no_ieasym00(tmp_path: Path) -> None:
+    load = "\n".join(line for line in loadxx().split("\n") if not line.startswith("IEASYM"))
+    result = run(build_system(tmp_path / "sys", load=load, ieasym00="SYSDEF    SYSCLONE(01)"), tmp_path)
+    texts = [f.text() for f in result.evaluation.findings]
+    # IEASYM00 is there (no symbols in it): the missing symbols are named once, in it
+    assert [t.split(": ")[0] for t in texts] == ["MN25S2:SYS1.PARMLIB(IEASYM00):1"] * 3
+    result = run(build_system(tmp_path / "sys2", load=load, ieasym00=None), tmp_path / "b")
+    assert [f.text() for f in result.evaluation.findings] == [
+        "MN25T1:SYS0.IPLPARM(LOADCS):1: error: no IEASYMxx member is in use, so the symbols Wazi aaS sets are not "
+        "defined: &HOMEIPADDRESS1, &DEFAULTROUTEADDR, &NAMESERVERADDR1",
+        "MN25T1:SYS0.IPLPARM(LOADCS):1: warning: LOADxx has no IEASYM statement and IEASYM00 is in none of the "
+        "parmlib data sets MN25U1:USER.PARMLIB, MN25S2:SYS1.PARMLIB",
+    ]

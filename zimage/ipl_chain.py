@@ -29,7 +29,7 @@ from zimage.findings import EXIT_UNREADABLE, Finding, Severity, count, exit_code
 from zimage.ieasym import parse_ieasym
 from zimage.member_symbols import member_text
 from zimage.preflight import Check, Status
-from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
+from zimage.symbols import WAZI_SYMBOLS, Member, check_ieasym, check_profile, check_tcpdata
 
 IPLPARM = [f"SYS{n}.IPLPARM" for n in range(10)]
 PARMLIB = "SYS1.PARMLIB"
@@ -348,18 +348,34 @@ class _Chain:
                 pending = True
             elif hit is None:
                 where = ", ".join(f"{v}:{d}" for v, d in concatenation) or "(no readable parmlib data set)"
-                default = "" if line else " (LOADxx has no IEASYM statement: the default)"
-                self.add(
-                    file,
-                    line,
-                    "error",
-                    f"IEASYM suffix {suffix}{default}: member {name} is in none of the parmlib data sets {where}",
-                )
+                if line:
+                    self.add(
+                        file,
+                        line,
+                        "error",
+                        f"IEASYM suffix {suffix}: member {name} is in none of the parmlib data sets {where}",
+                    )
+                else:  # without an IEASYM statement only IEASYM00 is looked for
+                    self.add(
+                        file,
+                        1,
+                        "warning",
+                        f"LOADxx has no IEASYM statement and {name} is in none of the parmlib data sets {where}",
+                    )
             else:
                 read.append(hit)
         tcpip = self.tcpip()
         if pending or tcpip is None:
             return
+        if not read:
+            at = member.unfiltered("IEASYM")[0].line if member.unfiltered("IEASYM") else 1
+            self.add(
+                file,
+                at,
+                "error",
+                "no IEASYMxx member is in use, so the symbols Wazi aaS sets are not defined: "
+                + ", ".join(f"&{n}" for n in WAZI_SYMBOLS),
+            )
         self.steps.append("IEASYM: " + (", ".join(ref.label for ref, _ in read) or "none found"))
         self.ieasym_members = [MemberRead(ref=ref, status="found", records=records) for ref, records in read]
         self.check_members(read, tcpip)

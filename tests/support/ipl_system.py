@@ -90,12 +90,13 @@ class System:
 def build_system(
     directory: Path,
     load: str | None = None,
-    ieasym00: str = IEASYM00,
+    ieasym00: str | None = IEASYM00,
     ieasym01: str = IEASYM01,
     profile: str = PROFILE,
     extra: dict[str, list[Dataset]] | None = None,
 ) -> System:
-    """The three volumes; `extra` adds data sets (empty) to a volume, after its own."""
+    """The three volumes; `extra` adds data sets (empty) to a volume, after its own; `ieasym00` None
+    leaves that member out."""
     more = extra or {}
     directory.mkdir(parents=True, exist_ok=True)
     system = System(directory)
@@ -109,7 +110,8 @@ def build_system(
         ],
         cylinders=5,
     )
-    add_members(s2, "SYS1.PARMLIB", {"IEASYM00": cards(ieasym00, numbered=True)})
+    if ieasym00 is not None:
+        add_members(s2, "SYS1.PARMLIB", {"IEASYM00": cards(ieasym00, numbered=True)})
     t1 = load_volume(
         directory / "MN25T1.ckd",
         "MN25T1",
