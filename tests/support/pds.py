@@ -41,7 +41,8 @@ class Dataset:
 def load_volume(
     path: Path, volser: str, datasets: list[Dataset], cylinders: int = 20, vtoc_tracks: int = 5, devtype: str = "3390-1"
 ) -> Path:
-    """A volume made by dasdload with the data sets in order, then the VTOC."""
+    """A volume made by dasdload with the data sets in order, then the VTOC; one file whatever its size
+    (-lfs: without it a volume over 2 GB is split into several files)."""
     if DASDLOAD is None:
         pytest.skip("Hercules dasdload is not installed (Debian package hercules)")
     lines = [f"{volser} {devtype} {cylinders}"]
@@ -58,7 +59,7 @@ def load_volume(
     control = path.with_name(path.name + ".ctl")
     control.write_text("\n".join(lines) + "\n")
     subprocess.run(
-        [DASDLOAD, str(control), str(path), "0"],
+        [DASDLOAD, "-lfs", str(control), str(path), "0"],
         check=True,
         stdin=subprocess.DEVNULL,
         capture_output=True,
