@@ -86,3 +86,15 @@ def test_volume_ls_and_cat_read_what_dasdls_and_dasdcat_read(tmp_path: Path) -> 
         assert text.stdout.splitlines() == chunks
     missing = zimage("volume", "cat", str(plain), "SYS1.PARMLIB(NOPE)")
     assert missing.returncode == 2 and "SYS1.PARMLIB(NOPE): no such member" in missing.stderr
+
+
+def test_ipl_check_never_runs_against_a_storage_server_whose_host_key_differs(sshd: Sshd, tmp_path: Path) -> None:
+    root = tmp_path / "staging"
+    stage(build_system(tmp_path / "sys"), root)
+    cfg = config(sshd, tmp_path, root)
+    wrong = sshd.wrong_known_hosts(tmp_path / "wrong_known_hosts")
+    cfg.write_text(cfg.read_text().replace(str(sshd.known_hosts), str(wrong)))
+    result = zimage("ipl", "check", "--config", str(cfg), "--image", "zos25-dev")
+    assert result.returncode == 2
+    assert "host key" in result.stderr and "does not match" in result.stderr
+    assert not [p for p in root.iterdir() if p.name.startswith(".zimage-lookup")]
