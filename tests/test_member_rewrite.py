@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datamover.dataset import read_member
+from datamover.dataset import list_datasets, read_member
 from datamover.errors import MoverError
 from datamover.rewrite import RewriteRefused, rewrite_member
 from tests.support.pds import Dataset, add_members, card, cards, load_volume
@@ -60,6 +60,9 @@ def _volume(tmp_path: Path, ieasym: list[bytes]) -> Path:
 def test_network_symbols_set_in_place_read_by_hercules(tmp_path: Path) -> None:
     volume = _volume(tmp_path, cards(IEASYM, numbered=True))
     original = volume.read_bytes()
+    listed_before = [
+        (d["name"], d["dsorg"], d["recfm"], d["lrecl"], d["blksize"]) for d in list_datasets(str(volume))[1]
+    ]
     records = read_member(str(volume), "SYS1.PARMLIB", "IEASYM00")
     new = set_symbols_in_place(records, NETWORK)
     assert [len(r) for r in new] == [len(r) for r in records]
@@ -86,6 +89,12 @@ def test_network_symbols_set_in_place_read_by_hercules(tmp_path: Path) -> None:
         ["dasdpdsu", str(volume), "SYS1.PARMLIB", "ascii"], cwd=unload, capture_output=True, stdin=subprocess.DEVNULL
     )
     assert (unload / "ieasym00.mac").read_text().splitlines() == [line[:72].rstrip() for line in lines]
+    # the data sets as dasdls lists them are those zimage lists, as before the rewrite
+    listed = subprocess.run(["dasdls", "-info", str(volume)], capture_output=True, text=True).stdout.splitlines()[1:]
+    ours = [(d["name"], d["dsorg"], d["recfm"], d["lrecl"], d["blksize"]) for d in list_datasets(str(volume))[1]]
+    assert (
+        ours == [(f[0], f[2], f[3], int(f[4]), int(f[5])) for f in (line.split() for line in listed)] == listed_before
+    )
 
 
 def test_a_value_that_does_not_fit_in_columns_1_to_71_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
