@@ -60,7 +60,7 @@ def deployments(server: PrefectServer) -> dict[str, dict]:
 def test_every_flow_is_deployed_and_refreshes_are_scheduled(deployed: PrefectServer) -> None:
     found = deployments(deployed)
     expected = {"preflight", "extract-component", "build-image", "deploy-image", "refresh", "create-instance",
-                "reap-orphans", "demo"}
+                "reap-orphans", "stop-instance", "start-instance", "export-instance", "demo"}
     assert expected <= set(found), sorted(found)
     config = yaml.safe_load((ROOT / "examples" / "zimage.yaml").read_text())
     for source in config["sources"]:

@@ -94,3 +94,19 @@ def test_a_component_not_in_the_config_is_printed_as_yaml(export_site: ExportSit
     doc = yaml.safe_load(Path(config).read_text())
     doc["components"] += yaml.safe_load(text)["components"]
     assert parse_config(yaml.safe_dump(doc)).component("zt-new").volumes[0].cylinders == 10
+
+
+def test_stop_shuts_a_running_server_down_first(export_site: ExportSite, tmp_path: Path) -> None:
+    from tests.support.sshd import Sshd
+
+    site = export_site
+    site.fake.set_status("instances", site.server.id, "running")
+    zos = Sshd.start(tmp_path / "zos")  # z/OS UNIX of the server: the shutdown stops it
+    try:
+        command = f"(sleep 1; kill $(cat {zos.directory}/sshd.pid)) >/dev/null 2>&1 </dev/null &"
+        summary = site.export(site.config(instance={**zos.endpoint(), "shutdown": {"command": command}}), stop=True)
+    finally:
+        zos.stop()
+    site.assert_clean()
+    assert site.server.actions() == ["stop"] and site.server.status() == "stopped"
+    assert [v["volser"] for v in summary["volumes"]] == ["ZRES01", "WORK01"]

@@ -99,8 +99,9 @@ export_instance(sys.argv[1], "zdev-1", "zt-all", poll_seconds=0.02, report_poll_
 
 
 def test_a_killed_export_is_reaped(export_site: ExportSite) -> None:
-    from flows.reap_orphans import reap_orphans
     from prefect.settings import PREFECT_API_URL
+
+    from flows.reap_orphans import reap_orphans
 
     site = export_site
     config = site.config()

@@ -193,3 +193,26 @@ def test_instances_are_validated_with_the_rest_of_the_config(cloud_env: FakeIbmC
     doc["instances"] = [good, good]
     with pytest.raises(ConfigError, match=r"instances\[1\].name: duplicate name"):
         parse_config(yaml.safe_dump(doc))
+
+
+def test_the_command_line_stops_and_starts_and_names_an_unknown_instance(
+    cloud_env: FakeIbmCloud, wazi_server: WaziServer, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    unreachable = {"host": "127.0.0.1", "port": free_port(), "username": "IBMUSER", "private_key_file": "/k"}
+    path = config(tmp_path, cloud_env, unreachable, "/u/ibmuser/bin/shutdown.sh")
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["run", "stop-instance", "--config", path, "--instance", "zdev-9"])
+    assert unknown.exit_code == 2 and "no instance named 'zdev-9' in the config" in unknown.output
+    refused = runner.invoke(app, ["run", "stop-instance", "--config", path, "--instance", "zdev-1"])
+    assert refused.exit_code == 1 and "ShutdownFailed" in refused.output and "still running" in refused.output
+    assert wazi_server.status() == "running" and wazi_server.actions() == []
+    forced = runner.invoke(app, ["run", "stop-instance", "--config", path, "--instance", "zdev-1", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "shutdown was skipped (force)" in forced.output and wazi_server.status() == "stopped"
+    started = runner.invoke(app, ["run", "start-instance", "--config", path, "--instance", "zdev-1"])
+    assert started.exit_code == 0, started.output
+    assert wazi_server.status() == "running" and wazi_server.actions() == ["stop", "start"]

@@ -251,3 +251,65 @@ def reap_orphans(
     from flows.reap_orphans import reap_orphans as flow
 
     _show(_run(flow, config=str(config), dry_run=not delete, older_than_minutes=older_than_minutes))
+
+
+InstanceOpt = Annotated[str, typer.Option("--instance", help="Name of the Wazi aaS server in instances[]")]
+
+
+def _instance_or_exit(config: Path, instance: str) -> None:
+    cfg = config_or_exit(config)
+    try:
+        cfg.instance(instance)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+
+
+@app.command("stop-instance")
+def stop_instance(
+    config: ConfigOpt,
+    instance: InstanceOpt,
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip the z/OS shutdown (subsystems may not start cleanly next time)")
+    ] = False,
+) -> None:
+    """Shut z/OS down with the configured command, wait until it no longer answers, stop the instance."""
+    _instance_or_exit(config, instance)
+    _quiet_console(verbose=True)
+    from flows.stop_instance import stop_instance as flow
+
+    _show(_run(flow, config=str(config), instance=instance, force=force))
+
+
+@app.command("start-instance")
+def start_instance(config: ConfigOpt, instance: InstanceOpt) -> None:
+    """Start a stopped Wazi aaS server."""
+    _instance_or_exit(config, instance)
+    _quiet_console(verbose=True)
+    from flows.start_instance import start_instance as flow
+
+    _show(_run(flow, config=str(config), instance=instance))
+
+
+@app.command("export-instance")
+def export_instance(
+    config: ConfigOpt,
+    instance: InstanceOpt,
+    component: Annotated[str, typer.Option("--component", help="Component the new generation belongs to")],
+    stop: Annotated[bool, typer.Option("--stop", help="Stop a running server first (as stop-instance)")] = False,
+    keep_snapshot: Annotated[
+        bool, typer.Option("--keep-snapshot", help="Keep the snapshot of the data volume")
+    ] = False,
+    system: Annotated[
+        str | None, typer.Option("--system", help="Staging system name, for a component not in the config")
+    ] = None,
+) -> None:
+    """Copy the volumes of a stopped Wazi aaS server to the storage server as a new generation."""
+    _instance_or_exit(config, instance)
+    _quiet_console(verbose=True)
+    from flows.export_instance import export_instance as flow
+
+    result = _run(flow, config=str(config), instance=instance, component=component, stop=stop,
+                  keep_snapshot=keep_snapshot, system=system)
+    _show(result)
+    if isinstance(result, dict) and result.get("component_yaml"):
+        typer.echo(f"\nThe config has no component {component!r}; add it:\n\n{result['component_yaml']}", err=True)
