@@ -5,12 +5,13 @@
     read_dataset(path, "DSN(MEMBER)" or "DSN") -> [record, ...]
     member_names(path, dsn) -> [name, ...]
 
-`path` is a plain or gzip'd volume image; a gzip'd one is inflated only as far as needed.
+`path` is a plain or gzip'd volume image; a gzip'd one is inflated only as far as needed (`on_read`,
+where given, is told how far into the file the reading is).
 Errors are MoverError subclasses whose message names the file, data set and member.
 """
 
 import re
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from datamover import pds
 from datamover.volume import VolumeImage
@@ -35,8 +36,8 @@ def find(volume: VolumeImage, vtoc: Vtoc, dsn: str) -> DataSet:
     return ds
 
 
-def list_datasets(path: str) -> Tuple[str, List[dict]]:
-    with VolumeImage(path) as volume:
+def list_datasets(path: str, on_read: Optional[Callable[[int], None]] = None) -> Tuple[str, List[dict]]:
+    with VolumeImage(path, on_read) as volume:
         vtoc = read_vtoc(volume)
         return vtoc.volser, [dataset_entry(ds, volume.heads) for ds in vtoc.datasets]
 
@@ -61,7 +62,7 @@ def read_member(path: str, dsn: str, member: str) -> List[bytes]:
         return records_of(volume, read_vtoc(volume), pds.dataset_name(dsn), pds.member_name(member))
 
 
-def read_dataset(path: str, spec: str) -> List[bytes]:
+def read_dataset(path: str, spec: str, on_read: Optional[Callable[[int], None]] = None) -> List[bytes]:
     dsn, member = parse_spec(spec)
-    with VolumeImage(path) as volume:
+    with VolumeImage(path, on_read) as volume:
         return records_of(volume, read_vtoc(volume), dsn, member)

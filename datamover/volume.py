@@ -13,9 +13,8 @@ data length DD big-endian) with its key and data, ending with eight X'FF'.
 import os
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
 
 from datamover.codec import GzipError, gunzip, inflate_module
 from datamover.errors import MoverError
@@ -69,8 +68,9 @@ def parse_track(track: bytes, where: str) -> List[TrackRecord]:
 class _Inflated:
     """Forward reads of a gzip'd file's uncompressed bytes; a read behind the stream restarts it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_read: Optional[Callable[[int], None]] = None) -> None:
         self.path = path
+        self.on_read = on_read
         self.compressed_read = 0  # bytes of the file read, over every restart
         self.inflated = 0
         self.restarts = 0
@@ -85,6 +85,8 @@ class _Inflated:
             if not data:
                 return
             self.compressed_read += len(data)
+            if self.on_read is not None:
+                self.on_read(self._file.tell())
             yield data
 
     def _start(self) -> None:
@@ -134,7 +136,8 @@ class _Inflated:
 class VolumeImage:
     """A CKD volume image opened for reading tracks. Use as a context manager."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_read: Optional[Callable[[int], None]] = None) -> None:
+        """`on_read(offset)`: called as a gzip'd image is read, with how far into the file (for progress)."""
         self.path = path
         self.file_size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -146,7 +149,7 @@ class VolumeImage:
         self.plain_read = 0
         try:
             if self.gzip:
-                self._inflated = _Inflated(path)
+                self._inflated = _Inflated(path, on_read)
             else:
                 self._plain = open(path, "rb")  # noqa: SIM115 - closed in close()
             header = self._read(0, DEVICE_HEADER)

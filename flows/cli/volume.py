@@ -8,10 +8,14 @@ never imported here.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from datamover.dataset import list_datasets, read_dataset
 from datamover.errors import MoverError
@@ -20,6 +24,24 @@ from zimage.ebcdic import ibm1047_decode
 
 app = typer.Typer(help="Read the data sets of a CKD volume image (plain or gzip'd).", no_args_is_help=True)
 
+
+@contextmanager
+def _reading(file: Path) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr (a terminal only) for how far into a gzip'd file the reading is: a VTOC at the
+    far end of a large volume is a pass over all of it."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda _offset: None
+        return
+    progress = Progress(
+        TextColumn(file.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True
+    )
+    total = file.stat().st_size if file.is_file() else None
+    bar = progress.add_task("read", total=total)
+    with progress:
+        yield lambda offset: progress.update(bar, completed=offset)
+
+
 FileArg = Annotated[Path, typer.Argument(help="Volume image file (CKD_P370, plain or .gz)", show_default=False)]
 
 
@@ -27,7 +49,8 @@ FileArg = Annotated[Path, typer.Argument(help="Volume image file (CKD_P370, plai
 def ls(file: FileArg) -> None:
     """List the data sets: name, DSORG, RECFM, LRECL, BLKSIZE, tracks and extents (cyl.head-cyl.head)."""
     try:
-        volser, datasets = list_datasets(str(file))
+        with _reading(file) as on_read:
+            volser, datasets = list_datasets(str(file), on_read)
     except (MoverError, OSError) as exc:
         raise fail(str(exc)) from None
     typer.echo(f"VOLSER {volser}: {len(datasets)} data set(s)")
@@ -48,7 +71,8 @@ def cat(
     """Print a member (or sequential data set) as text: one line per record, IBM-1047 decoded,
     trailing blanks removed."""
     try:
-        records = read_dataset(str(file), dataset)
+        with _reading(file) as on_read:
+            records = read_dataset(str(file), dataset, on_read)
     except (MoverError, OSError) as exc:
         raise fail(str(exc)) from None
     if raw:
