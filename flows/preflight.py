@@ -26,7 +26,7 @@ from tasks.ipl import check_ipl_chain
 from tasks.preflight import RETRY_DELAY_SECONDS, check_source, check_storage, location
 from zimage.config import Source
 from zimage.findings import Finding
-from zimage.ipl_chain import ipl_check_name, preflight_check
+from zimage.ipl_report import ipl_check_name, preflight_check
 from zimage.preflight import (
     Check,
     PreflightReport,

@@ -29,15 +29,14 @@ from zimage.config import Config, Storage
 from zimage.ipl_chain import (
     ChainInput,
     Evaluation,
-    IplReport,
     MemberRead,
     MemberRef,
     VolumeListing,
-    VolumeRead,
     chain_input,
     evaluate,
     member_key,
 )
+from zimage.ipl_report import IplReport, VolumeRead
 from zimage.manifests import ComponentManifest
 
 log = logging.getLogger(__name__)

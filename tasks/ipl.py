@@ -10,7 +10,7 @@ from infra.configfile import load_config
 from infra.volume_lookup import ipl_report
 from tasks.build import read_manifests
 from tasks.retry import retryable
-from zimage.ipl_chain import IplReport
+from zimage.ipl_report import IplReport
 
 RETRIES = 2
 

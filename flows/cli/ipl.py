@@ -15,7 +15,7 @@ from flows.cli.common import config_or_exit, fail
 from flows.cli.ieasym import OutputFormat
 from flows.cli.run import ConfigOpt, GenerationOpt, ImageOpt, _generations
 from zimage.findings import EXIT_UNREADABLE, findings_json, findings_text
-from zimage.ipl_chain import report_markdown
+from zimage.ipl_report import report_markdown
 
 app = typer.Typer(help="Check the IPL chain of an image on its staged volumes.", no_args_is_help=True)
 
