@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.export_site import COMPONENT, IMAGE, ExportSite, sha256
+from tests.support.sshd import Sshd
 from tests.support.vsi_emulator import SYSTEM
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -97,8 +98,6 @@ def test_a_component_not_in_the_config_is_printed_as_yaml(export_site: ExportSit
 
 
 def test_stop_shuts_a_running_server_down_first(export_site: ExportSite, tmp_path: Path) -> None:
-    from tests.support.sshd import Sshd
-
     site = export_site
     site.fake.set_status("instances", site.server.id, "running")
     zos = Sshd.start(tmp_path / "zos")  # z/OS UNIX of the server: the shutdown stops it
@@ -110,3 +109,32 @@ def test_stop_shuts_a_running_server_down_first(export_site: ExportSite, tmp_pat
     site.assert_clean()
     assert site.server.actions() == ["stop"] and site.server.status() == "stopped"
     assert [v["volser"] for v in summary["volumes"]] == ["ZRES01", "WORK01"]
+
+
+def test_an_export_landed_over_sftp_deploys_to_an_emulator_host(export_site: ExportSite, tmp_path: Path) -> None:
+    from flows.deploy_host import deploy_host
+    from tests.support.host_site import OWNER
+
+    site = export_site
+    sshd, host = Sshd.start(tmp_path / "storage-sshd"), Sshd.start(tmp_path / "host-sshd")
+    try:
+        known = tmp_path / "known_hosts"  # the host pulls from the storage server: it must know both
+        known.write_text(sshd.known_hosts.read_text() + host.known_hosts.read_text())
+        (tmp_path / "staging").mkdir(exist_ok=True)
+        storage = sshd.endpoint(
+            root=str(tmp_path / "staging"),
+            known_hosts_file=str(known),
+            authorized_keys_file=str(sshd.directory / "authorized_keys"),
+        )
+        lab = host.endpoint(name="lab1", root=str(tmp_path / "host"), owner=OWNER, keep=2, known_hosts_file=str(known))
+        config = site.config(storage=storage, hosts=[lab])
+        summary = site.export(config)
+        site.assert_clean()
+        deployed = deploy_host(config, IMAGE, "lab1", {COMPONENT: summary["generation"]})
+    finally:
+        host.stop()
+        sshd.stop()
+    current = tmp_path / "host" / IMAGE / "current"
+    for volser in ("ZRES01", "WORK01"):
+        assert sha256(current / volser) == sha256(site.files[volser]), volser
+    assert [v["volser"] for v in deployed["volumes"]] == ["ZRES01", "WORK01"]

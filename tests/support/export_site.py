@@ -83,10 +83,13 @@ class ExportSite:
         components: dict[str, Any] | None = None,
         instance: dict[str, Any] | None = None,
         mover: dict[str, Any] | None = None,
+        storage: dict[str, Any] | None = None,
+        hosts: list[dict[str, Any]] | None = None,
     ) -> str:
         doc = site_config(
             self.tmp,
             volumes=components if components is not None else VOLUMES,
+            storage=storage,
             target={
                 "region": "jp-tok",
                 "zone": 1,
@@ -122,6 +125,8 @@ class ExportSite:
                 **(instance or {}),
             }
         ]
+        if hosts:
+            doc["hosts"] = hosts
         path = self.tmp / "zimage.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return str(path)
