@@ -15,6 +15,7 @@ from datamover.dataset import list_datasets, read_member
 from datamover.errors import MoverError
 from datamover.rewrite import RewriteRefused, rewrite_member
 from tests.support.pds import Dataset, add_members, card, cards, load_volume
+from zimage.ebcdic import ibm1047_encode
 from zimage.ieasym import RenderError
 from zimage.member_symbols import member_text, set_symbols_in_place
 from zimage.symbols import Member, check_ieasym
@@ -140,3 +141,20 @@ def test_the_mover_refuses_other_record_counts_lengths_and_gzip_volumes(tmp_path
         rewrite_member(str(packed), "SYS1.PARMLIB", "IEASYM00", records)
     with pytest.raises(MoverError, match="no such member"):
         rewrite_member(str(volume), "SYS1.PARMLIB", "IEASYM01", records)
+
+
+def test_the_shared_good_ieasym_fixture_takes_new_values_in_place() -> None:
+    fixture = Path("/work/shared/fixtures/parmlib/good/IEASYM00")
+    if not fixture.is_file():
+        pytest.skip(f"shared fixture {fixture} not found")
+    cards80 = fixture.read_text().splitlines()  # 80-column records, one a line
+    records = [ibm1047_encode(line) for line in cards80]
+    values = {"HOMEIPADDRESS1": "192.168.100.210", "DEFAULTROUTEADDR": "10.1.1.1", "NAMESERVERADDR1": "10.1.1.53"}
+    new = set_symbols_in_place(records, values)
+    assert [len(r) for r in new] == [80] * len(records)
+    changed = [i for i, (a, b) in enumerate(zip(records, new, strict=True)) if a != b]
+    assert changed == [2, 3, 4]  # the three SYMDEF records, nothing else
+    lines = member_text(new).split("\n")
+    assert lines[2][:72].rstrip() == "          SYMDEF(&HOMEIPADDRESS1.='192.168.100.210')"
+    assert [line[72:] for line in lines] == [line[72:] for line in cards80]
+    assert not [f for f in check_ieasym(Member(name="IEASYM00", text=member_text(new))) if f.severity == "error"]
