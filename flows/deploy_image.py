@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
+from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -71,7 +72,7 @@ def _teardown_hook(flow: Any, flow_run: Any, state: Any) -> None:
     """Tear down what the flow run's ledger still holds. This may run in another process than the
     flow's (a process worker runs the cancellation hooks itself): it reads the config and the
     ledger again and needs nothing else."""
-    logger = logging.getLogger("zimage.deploy")
+    logger = get_logger("zimage.teardown")  # Prefect's console, in whichever process runs the hook
     params = {**_PARAMETER_DEFAULTS, **(flow_run.parameters or {})}
     try:
         cfg = load_config(params["config"])
