@@ -116,7 +116,9 @@ def test_bad_ssh_from_and_an_unauthorized_cos_instance_are_refused_before_anythi
     site.fake.add_image_to_cos_authorization("00000000-0000-0000-0000-000000000000")
     with pytest.raises(RuntimeError, match=r"may not read the Cloud Object Storage instance cos-test.*nothing was"):
         site.deploy()
-    changes = [r for r in site.fake.requests if r.method in ("POST", "DELETE") and r.path.startswith("/v1/")
-               and r.path != "/v1/policies"]
+    changes = [
+        r
+        for r in site.fake.requests
+        if r.method in ("POST", "DELETE") and r.path.startswith("/v1/") and r.path != "/v1/policies"
+    ]
     assert changes == [] and site.objects() == {}
-

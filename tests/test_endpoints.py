@@ -59,8 +59,9 @@ def test_an_http_resource_controller_is_refused_and_insecure_http_is_warned_abou
         connect(strict, Secret(ibmcloud_fake.api_key, "test"))
     assert ibmcloud_fake.requests == []  # refused before the API key went anywhere
 
-    local = parse_config(_config(iam_endpoint=ibmcloud_fake.url, vpc_endpoint=ibmcloud_fake.vpc_url,
-                                 insecure_http=True)).target
+    local = parse_config(
+        _config(iam_endpoint=ibmcloud_fake.url, vpc_endpoint=ibmcloud_fake.vpc_url, insecure_http=True)
+    ).target
     assert local is not None
     caplog.set_level(logging.WARNING, logger="infra.ibmcloud")
     connect(local, Secret(ibmcloud_fake.api_key, "test"), resource_group=False)

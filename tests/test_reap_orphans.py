@@ -44,9 +44,12 @@ def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
     site = deploy_site
     config = site.config()
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, config, IMAGE], cwd=REPO,
+        [sys.executable, "-c", CHILD, config, IMAGE],
+        cwd=REPO,
         env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     killed = threading.Event()
 
@@ -92,9 +95,12 @@ def test_a_deploy_killed_while_publishing_leaves_no_product_behind(
     config = site.config()
     site.fake.stick("images", "pending", name=f"^{IMAGE}$")
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, config, IMAGE], cwd=REPO,
+        [sys.executable, "-c", CHILD, config, IMAGE],
+        cwd=REPO,
         env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 180
@@ -124,17 +130,25 @@ def _cloud(site: DeploySite, config: str, group: str | None = None) -> IbmCloud:
     assert target is not None
     cloud = connect(target, Secret(site.fake.api_key, "test"), timing=Timing.fast())
     if group is not None:
-        cloud.vpc = Vpc(cloud.vpc.client, zone=cloud.vpc.zone, resource_group_id=site.fake.resource_groups[group],
-                        tags=cloud.vpc.tags, retry=cloud.vpc.retry, poll_interval=0.01)
+        cloud.vpc = Vpc(
+            cloud.vpc.client,
+            zone=cloud.vpc.zone,
+            resource_group_id=site.fake.resource_groups[group],
+            tags=cloud.vpc.tags,
+            retry=cloud.vpc.retry,
+            poll_interval=0.01,
+        )
     return cloud
 
 
 def _ledger(site: DeploySite, build: str, entries: list[Entry], **fields: object) -> LedgerDocument:
     """A ledger as the run's bucket sink writes it (another machine's unless fields say otherwise)."""
-    doc = LedgerDocument(build_id=build, image=IMAGE, host="elsewhere", boot_id=str(uuid.uuid4()), pid=1,
-                         entries=entries, **fields)  # type: ignore[arg-type]
-    site.bucket.client().put_object(Bucket=site.bucket.bucket, Key=objects.ledger_key(build),
-                                    Body=doc.model_dump_json().encode())
+    doc = LedgerDocument(
+        build_id=build, image=IMAGE, host="elsewhere", boot_id=str(uuid.uuid4()), pid=1, entries=entries, **fields
+    )  # type: ignore[arg-type]
+    site.bucket.client().put_object(
+        Bucket=site.bucket.bucket, Key=objects.ledger_key(build), Body=doc.model_dump_json().encode()
+    )
     return doc
 
 
@@ -234,9 +248,15 @@ def test_unfinished_products_of_a_dead_build_are_reaped_kept_ones_never(deploy_s
     sg = vpc.create_security_group("helper-sg", helper_net.id)
     data = vpc.create_volume(resources.name("b0000cab", "data"), 10)
     vpc.wait_ready(data, timeout=5, poll=0.01)
-    inst = vpc.create_instance(resources.name("b0000cab", "mover"), subnet_id=subnet.id, security_group_id=sg.id,
-                               image_id=vpc.newest_image("ubuntu-22-04").id, profile="bx2-2x8", user_data="",
-                               data_volumes={"data": data.id})
+    inst = vpc.create_instance(
+        resources.name("b0000cab", "mover"),
+        subnet_id=subnet.id,
+        security_group_id=sg.id,
+        image_id=vpc.newest_image("ubuntu-22-04").id,
+        profile="bx2-2x8",
+        user_data="",
+        data_volumes={"data": data.id},
+    )
     vpc.wait_ready(inst, timeout=5, poll=0.01)
     snap = vpc.create_snapshot(data.id, f"{IMAGE}-data")
     image = vpc.create_image(IMAGE, f"cos://jp-tok/{site.bucket.bucket}/x.qcow2", "zos-2-5-s390x-dev-test-byol")
@@ -259,4 +279,8 @@ def test_unfinished_products_of_a_dead_build_are_reaped_kept_ones_never(deploy_s
     assert [line.split()[:2] for line in site.fake.leftovers(products=True)] == [["images", "zos-old"]]
     ledger = json.loads(site.get(objects.ledger_key("b0000cab")))
     assert {e["kind"]: e["state"] for e in ledger["entries"]} == {
-        "volume": "deleted", "instance": "deleted", "snapshot": "deleted", "image": "deleted"}
+        "volume": "deleted",
+        "instance": "deleted",
+        "snapshot": "deleted",
+        "image": "deleted",
+    }

@@ -26,10 +26,16 @@ PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx5W9zTqfl2cJ0CwHvYtHx8w2n0sJ
 def cloud(ibmcloud_fake: FakeIbmCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[IbmCloud]:
     monkeypatch.setenv("RESOURCE_CONTROLLER_URL", ibmcloud_fake.url)
     monkeypatch.setenv("ZIMAGE_STATE_DIR", str(tmp_path / "state"))
-    target = Target.model_validate({
-        "region": "jp-tok", "zone": 1, "iam_endpoint": ibmcloud_fake.url, "vpc_endpoint": ibmcloud_fake.vpc_url,
-        "insecure_http": True, "cos": {"instance_name": "cos-wazi", "bucket": "wazi-images", "region": "jp-tok"},
-    })
+    target = Target.model_validate(
+        {
+            "region": "jp-tok",
+            "zone": 1,
+            "iam_endpoint": ibmcloud_fake.url,
+            "vpc_endpoint": ibmcloud_fake.vpc_url,
+            "insecure_http": True,
+            "cos": {"instance_name": "cos-wazi", "bucket": "wazi-images", "region": "jp-tok"},
+        }
+    )
     yield connect(target, Secret(ibmcloud_fake.api_key, "test"), timing=Timing.fast(), resource_group=False)
 
 

@@ -36,7 +36,9 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 def api(server: PrefectServer, method: str, path: str, body: object | None = None) -> Any:
     request = urllib.request.Request(
-        f"{server.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+        f"{server.url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
@@ -47,8 +49,9 @@ def api(server: PrefectServer, method: str, path: str, body: object | None = Non
 def deployment(prefect_server: PrefectServer) -> str:
     pool = prefect_server.prefect("work-pool", "create", POOL, "--type", "process", cwd=REPO)
     assert pool.returncode == 0, pool.stdout + pool.stderr
-    made = subprocess.run([sys.executable, "-c", DEPLOY], cwd=REPO, env=prefect_server.env(), capture_output=True,
-                          text=True, timeout=300)
+    made = subprocess.run(
+        [sys.executable, "-c", DEPLOY], cwd=REPO, env=prefect_server.env(), capture_output=True, text=True, timeout=300
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     return str(api(prefect_server, "GET", "/deployments/name/deploy-image/cancel-test")["id"])
 
@@ -61,7 +64,11 @@ def worker(prefect_server: PrefectServer, deploy_site: DeploySite, tmp_path: Pat
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["prefect", "worker", "start", "--pool", POOL, "--type", "process"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield log
@@ -78,8 +85,12 @@ def _wait(what: str, done: Callable[[], bool], log: Path, timeout: float = 240) 
 
 
 def _cancel(server: PrefectServer, run_id: str) -> None:
-    api(server, "POST", f"/flow_runs/{run_id}/set_state",
-        {"state": {"type": "CANCELLING", "message": "cancelled by the test"}, "force": True})
+    api(
+        server,
+        "POST",
+        f"/flow_runs/{run_id}/set_state",
+        {"state": {"type": "CANCELLING", "message": "cancelled by the test"}, "force": True},
+    )
 
 
 def _run_and_cancel(
