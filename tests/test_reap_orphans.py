@@ -38,12 +38,11 @@ deploy_image(sys.argv[1], sys.argv[2], poll_seconds=0.02, report_poll_seconds=0.
 FAST = {"poll_seconds": 0.02, "delete_timeout_minutes": 0.25, "retry_base_seconds": 0.02}
 
 
-def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
+def _deploy_in_a_child(config: str) -> subprocess.Popen[str]:
+    """deploy-image in a process of its own (the test kills it), on the test's Prefect API."""
     from prefect.settings import PREFECT_API_URL
 
-    site = deploy_site
-    config = site.config()
-    child = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", CHILD, config, IMAGE],
         cwd=REPO,
         env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
@@ -51,6 +50,12 @@ def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
+    site = deploy_site
+    config = site.config()
+    child = _deploy_in_a_child(config)
     killed = threading.Event()
 
     def kill(view: InstanceView) -> None:  # the process dies the moment its mover exists
@@ -89,19 +94,10 @@ def test_a_deploy_killed_while_publishing_leaves_no_product_behind(
 ) -> None:
     """The custom image still importing and the snapshot are in the ledger: reap-orphans deletes
     them, so the re-run's name check passes."""
-    from prefect.settings import PREFECT_API_URL
-
     site = deploy_site
     config = site.config()
     site.fake.stick("images", "pending", name=f"^{IMAGE}$")
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, config, IMAGE],
-        cwd=REPO,
-        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = _deploy_in_a_child(config)
     try:
         deadline = time.monotonic() + 180
         while not site.products()[0] and child.poll() is None and time.monotonic() < deadline:
