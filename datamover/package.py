@@ -18,6 +18,8 @@ _LEFT_OUT = {"package.py", "__main__.py"}
 # Reading data sets on volume images happens where the volumes lie (storage server, emulator host),
 # never on the mover VSI, whose user data has 64 KiB: these travel only in the zipapp sent over SSH.
 DATASET_MODULES = {"dataset.py", "dscb.py", "lookup.py", "pds.py", "rewrite.py", "volume.py", "vtoc.py"}
+# deploy-host's side runs on emulator hosts, reached over SSH too
+HOST_MODULES = {"host.py", "sftp.py"}
 _MAIN = "import sys\nfrom datamover.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -27,7 +29,9 @@ def build_zipapp(datasets: bool = False, mode: Optional[str] = None) -> bytes:
     with `datasets`, the modules that read and rewrite data sets on volume images too. With `mode`
     (e.g. export), only the CLI and the modules that mode's run imports (the CLI imports a mode's
     module when it runs it)."""
-    left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES
+    left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES | HOST_MODULES
+    # over SSH the host may run Python 3.8, which cannot evaluate annotations such as dict[str, int]
+    prefix = "from __future__ import annotations\n" if datasets else ""
     names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in left_out)
     if mode is not None:
         names = [n for n in names if n[:-3] in _imported({"cli", mode})]
@@ -37,7 +41,7 @@ def build_zipapp(datasets: bool = False, mode: Optional[str] = None) -> bytes:
         _add(archive, "__main__.py", _MAIN)
         for name in names:
             with open(os.path.join(_HERE, name), encoding="utf-8") as handle:
-                _add(archive, f"datamover/{name}", minify(handle.read(), name))
+                _add(archive, f"datamover/{name}", prefix + minify(handle.read(), name))
     return buffer.getvalue()
 
 
