@@ -32,7 +32,17 @@ from datamover.accel import load_wheels
 from datamover.codec import deflate_module, gzip_compressor
 from datamover.errors import Cancelled, MoverError
 from datamover.metadata import attachment_devices
-from datamover.moverconfig import PresignedMultipart, PutTarget, _Doc, _put_or_s3, _url, _wheels, presigned_multipart
+from datamover.moverconfig import (
+    PresignedMultipart,
+    PutTarget,
+    _build,
+    _Doc,
+    _put_or_s3,
+    _url,
+    _wheels,
+    load_json,
+    presigned_multipart,
+)
 from datamover.names import check_volser
 from datamover.progress import MB, Progress, Ticker, log
 from datamover.upload import Uploader, abort_presigned, complete_presigned, send_part
@@ -82,10 +92,7 @@ def _put(value: object, where: str) -> PutTarget:
 
 
 def parse_config(raw: bytes) -> ExportConfig:
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MoverError(f"export configuration: not valid JSON: {exc}") from exc
+    value = load_json(raw, "export configuration")
     keys = (
         "schema",
         "build",
@@ -104,7 +111,7 @@ def parse_config(raw: bytes) -> ExportConfig:
     if top.get("schema", str) != SCHEMA:
         raise MoverError(f"export configuration: schema: expected {SCHEMA!r}")
     return ExportConfig(
-        build=top.get("build", str),
+        build=_build(top.get("build", str)),
         attachment=top.get("attachment", str),
         inventory=_put(top.get("inventory", dict), "inventory"),
         plan_url=_url(_Doc(top.get("plan", dict), "plan", ("url",)).get("url", str), "plan.url"),
@@ -168,10 +175,7 @@ def find_devices(root: str, devmap: str) -> list[Device]:
 
 
 def parse_plan(raw: bytes, volsers: list[str]) -> dict[str, PresignedMultipart]:
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MoverError(f"export plan: not valid JSON: {exc}") from exc
+    value = load_json(raw, "export plan")
     doc = _Doc(value, "plan", ("schema", "volumes"))
     if doc.get("schema", str) != PLAN_SCHEMA:
         raise MoverError(f"export plan: schema: expected {PLAN_SCHEMA!r}")

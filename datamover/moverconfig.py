@@ -255,12 +255,16 @@ def _build(value: Any) -> Optional[str]:
     return value
 
 
+def load_json(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MoverError(f"{what}: not valid JSON: {exc}") from exc
+
+
 def parse_config(raw: bytes) -> MoverConfig:
     """Parse and validate a mover configuration; errors name the field."""
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MoverError(f"mover configuration: not valid JSON: {exc}") from exc
+    value = load_json(raw, "mover configuration")
     top = _Doc(
         value, "",
         ("schema", "image", "build", "layout", "jobs", "retries", "retry_delay", "progress_every", "s3", "objects",

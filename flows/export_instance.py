@@ -24,7 +24,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled
 
 from flows.stop_instance import stop_gracefully
-from infra import export_objects, mover_config
+from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
 from infra.iam import RetryPolicy
@@ -47,7 +47,6 @@ from tasks.mover_vsi import MoverCancelled, check_mover_image, wait_for_mover
 from tasks.teardown import (
     TeardownResult,
     check_image_free,
-    ledgers_of_flow_run,
     open_ledger,
     teardown_flow_run,
     teardown_once,
@@ -83,14 +82,6 @@ def _timing(
     )
 
 
-def _discard(store: ObjectStore, instance: str, build: str, result: TeardownResult) -> None:
-    for line in (
-        result.attempt(f"bucket clean-up of export {build}", lambda: export_objects.discard(store, instance, build))
-        or []
-    ):
-        log.info("teardown: %s", line)
-
-
 def _teardown_hook(flow: Any, flow_run: Any, state: Any) -> None:
     """From the ledger alone, so that it works in another process than the flow's."""
     logger = logging.getLogger("zimage.export")
@@ -99,12 +90,9 @@ def _teardown_hook(flow: Any, flow_run: Any, state: Any) -> None:
         cfg = load_config(params["config"])
         timing = _timing(*(params[k] for k in _DEFAULTS))
         store = open_object_store(cfg.cloud.cos)
-        docs = ledgers_of_flow_run(store, str(flow_run.id))
-        results = teardown_flow_run(
+        results = teardown_flow_run(  # the export's objects in the bucket go too
             lambda: connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing), store, str(flow_run.id)
         )
-        for doc in docs:
-            _discard(store, doc.image, doc.build_id, results[0] if results else TeardownResult())
     except Exception:
         logger.exception("teardown after %s of flow run %s could not run; run reap-orphans", state.name, flow_run.id)
         raise
@@ -251,7 +239,8 @@ def _export(
         inventory = wait_for_inventory(cloud, store, instance, build, mover.instance, deadline_s, flow_run_id)
         plan_export(store, instance, build, inventory, known, mover.expires_s)
         report = wait_for_mover(cloud, store, instance, build, mover.instance, deadline_s, stale_s, flow_run_id)
-        torn = teardown_once(cloud, ledger, store)  # the VSI is done: it costs nothing more while we land
+        # the VSI is done: it costs nothing more while we land (the bucket's objects stay until then)
+        torn = teardown_once(cloud, ledger, None)
         landed = land_export(
             store,
             staging_store,
@@ -275,7 +264,6 @@ def _export(
         torn.deleted += again.deleted
         torn.gone += again.gone
         torn.failures = again.failures
-        _discard(store, instance, build, torn)
         if not torn.failures:
             torn.attempt(f"ledger of export {build}", lambda: ledger.finish(ok=outcome == "succeeded"))
     if torn.failures:

@@ -22,10 +22,9 @@ from infra.ibmcloud import BUILD_TAG, IbmCloud, build_tag
 from infra.instance_power import find_instance
 from infra.ledger import Ledger
 from infra.object_store import ObjectStore
-from infra.snapshots import volume_from_snapshot
 from infra.staging_store import StagingStore, prune
-from infra.vpc import Resource, VpcError
-from tasks.mover_vsi import MoverCancelled, MoverFailed, MoverTimeout, flow_run_cancelling, ssh_key_pair
+from infra.vpc import Resource
+from tasks.mover_vsi import MoverFailed, MoverTimeout, check_mover, ssh_key_pair
 from tasks.teardown import tracked
 from zimage import export, resources, sizing
 from zimage.config import Component, Config, Instance
@@ -164,8 +163,8 @@ def provision_export_mover(
             ledger,
             "volume",
             name("export"),
-            lambda: volume_from_snapshot(
-                vpc, name("export"), snapshot.id, volume.capacity_gb, mover.volume_profile, target.encryption_key_crn
+            lambda: vpc.create_volume_from_snapshot(
+                name("export"), snapshot.id, volume.capacity_gb, mover.volume_profile, target.encryption_key_crn
             ),
         )
     )
@@ -240,16 +239,7 @@ def wait_for_inventory(
         report = export_objects.read_json(store, report_key)
         if report is not None:  # it failed before it could say what it found
             raise MoverFailed(f"the export mover on {mover.name} failed: {report.get('error') or 'no error given'}")
-        try:
-            status = cloud.vpc.status(mover)
-        except VpcError as exc:
-            if exc.status == 404:
-                raise MoverFailed(f"export mover {mover.name} disappeared before its inventory") from exc
-            raise
-        if status in ("failed", "stopped", "deleting"):
-            raise MoverFailed(f"export mover {mover.name} is {status} and sent no inventory")
-        if flow_run_cancelling(flow_run_id):
-            raise MoverCancelled(f"the flow run was cancelled while the export mover of {instance} started")
+        check_mover(cloud, mover, flow_run_id, "sent its inventory", f"the export mover of {instance} started")
         if time.monotonic() - started >= deadline_s:
             raise MoverTimeout(f"the export mover on {mover.name} sent no inventory within {deadline_s:.0f} s")
         time.sleep(cloud.timing.report_poll)

@@ -247,6 +247,21 @@ def _progress_line(image: str, progress: dict[str, Any]) -> tuple[str, float | N
     return line, pct
 
 
+def check_mover(cloud: IbmCloud, instance: Resource, flow_run_id: str | None, awaited: str, doing: str) -> None:
+    """Between two reads of what a mover writes: its instance must still run and nobody may have
+    asked the run to cancel. `awaited` names what it has not yet done, `doing` what it is doing."""
+    try:
+        status = cloud.vpc.status(instance)
+    except VpcError as exc:
+        if exc.status == 404:
+            raise MoverFailed(f"mover instance {instance.name} disappeared before it {awaited}") from exc
+        raise
+    if status in ("failed", "stopped", "deleting"):
+        raise MoverFailed(f"mover instance {instance.name} is {status} and never {awaited}")
+    if flow_run_cancelling(flow_run_id):
+        raise MoverCancelled(f"the flow run was cancelled while {doing}")
+
+
 class MoverStalled(MoverFailed):
     """The mover stopped publishing progress (or never started to)."""
 
@@ -290,16 +305,7 @@ def wait_for_mover(
             log.info("%s", line)
             if pct is not None:
                 update_progress_artifact(artifact, progress=min(99.0, pct))
-        try:
-            status = cloud.vpc.status(instance)
-        except VpcError as exc:
-            if exc.status == 404:
-                raise MoverFailed(f"mover instance {instance.name} disappeared before reporting") from exc
-            raise
-        if status in ("failed", "stopped", "deleting"):
-            raise MoverFailed(f"mover instance {instance.name} is {status} and never reported")
-        if flow_run_cancelling(flow_run_id):
-            raise MoverCancelled(f"the flow run was cancelled while the mover converted {image}")
+        check_mover(cloud, instance, flow_run_id, "reported", f"the mover converted {image}")
         if now - last_change >= stale_s:
             raise MoverStalled(_stalled(store, instance, progress_reading, last_progress, now - last_change))
         elapsed = now - started

@@ -184,7 +184,10 @@ def teardown(cloud: IbmCloud, ledger: Ledger, store: ObjectStore | None = None) 
     if store is not None:
         done = result.attempt(f"bucket clean-up of build {doc.build_id}",
                               lambda: mover_config.discard(store, doc.image, doc.build_id))
-        for line in done or []:
+        done = (done or []) + (result.attempt(f"bucket clean-up of export {doc.build_id}",
+                                              lambda: export_objects.discard_export(store, doc.image, doc.build_id))
+                               or [])
+        for line in done:
             log.info("teardown: %s", line)
     if not doc.keep_key:
         result.attempt(f"SSH key file of build {doc.build_id}", lambda: key_file(doc.build_id).unlink(missing_ok=True))
