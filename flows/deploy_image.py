@@ -34,7 +34,6 @@ from flows.build_image import artifact_key, build_image
 from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
-from infra.iam import RetryPolicy
 from infra.ibmcloud import Timing, connect, resolve_api_key
 from tasks.convert import convert_locally
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
@@ -98,14 +97,9 @@ def _timing(
     poll_seconds: float, resource_timeout_minutes: float, publish_timeout_minutes: float, retry_base_seconds: float,
     report_poll_seconds: float,
 ) -> Timing:
-    return Timing(
-        poll=poll_seconds,
-        ready_timeout=resource_timeout_minutes * 60,
-        delete_timeout=resource_timeout_minutes * 60,
-        image_timeout=publish_timeout_minutes * 60,
-        snapshot_timeout=publish_timeout_minutes * 60,
-        report_poll=report_poll_seconds,
-        retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(retry_base_seconds * 30, retry_base_seconds)),
+    return Timing.of(
+        poll_seconds, resource_timeout_minutes, retry_base_seconds, report_poll_seconds=report_poll_seconds,
+        image_timeout_minutes=publish_timeout_minutes, snapshot_timeout_minutes=publish_timeout_minutes,
     )
 
 

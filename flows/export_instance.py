@@ -27,7 +27,6 @@ from flows.stop_instance import stop_gracefully
 from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
-from infra.iam import RetryPolicy
 from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
 from infra.object_store import ObjectStore
 from infra.staging_store import StagingStore, find_manifest, open_store
@@ -72,13 +71,12 @@ def _timing(
     snapshot_timeout_minutes: float,
     retry_base_seconds: float,
 ) -> Timing:
-    return Timing(
-        poll=poll_seconds,
-        ready_timeout=resource_timeout_minutes * 60,
-        delete_timeout=resource_timeout_minutes * 60,
-        snapshot_timeout=snapshot_timeout_minutes * 60,
-        report_poll=report_poll_seconds,
-        retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(retry_base_seconds * 30, retry_base_seconds)),
+    return Timing.of(
+        poll_seconds,
+        resource_timeout_minutes,
+        retry_base_seconds,
+        report_poll_seconds=report_poll_seconds,
+        snapshot_timeout_minutes=snapshot_timeout_minutes,
     )
 
 

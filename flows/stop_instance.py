@@ -15,7 +15,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from infra.configfile import load_config
-from infra.iam import RetryPolicy
 from infra.ibmcloud import IbmCloud, Timing, connect, resolve_api_key
 from tasks.instance_power import look_up_instance, power_instance, shut_down_zos
 from zimage.config import Config
@@ -25,12 +24,7 @@ FORCE_WARNING = "the z/OS shutdown was skipped (force): subsystems that were sti
 
 def power_cloud(cfg: Config, poll_seconds: float, timeout_minutes: float, retry_base_seconds: float) -> IbmCloud:
     """The clients for a power action: short-lived, nothing created, no resource group needed."""
-    timing = Timing(
-        poll=poll_seconds,
-        ready_timeout=timeout_minutes * 60,
-        delete_timeout=timeout_minutes * 60,
-        retry=RetryPolicy(base_delay=retry_base_seconds, max_delay=max(30 * retry_base_seconds, retry_base_seconds)),
-    )
+    timing = Timing.of(poll_seconds, timeout_minutes, retry_base_seconds)
     return connect(cfg.cloud, resolve_api_key(cfg.cloud), timing=timing, resource_group=False)
 
 

@@ -60,6 +60,27 @@ class Timing:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
+    def of(
+        cls,
+        poll_seconds: float,
+        resource_timeout_minutes: float,
+        retry_base_seconds: float,
+        *,
+        report_poll_seconds: float = 30.0,
+        image_timeout_minutes: float = 300.0,
+        snapshot_timeout_minutes: float = 120.0,
+    ) -> Timing:
+        """From a flow's parameters: minutes for the waits, a retry back-off doubling from its base
+        up to 30 times it."""
+        base = retry_base_seconds
+        back_off = RetryPolicy(base_delay=base, max_delay=max(base * 30, base))
+        return cls(
+            poll=poll_seconds, ready_timeout=resource_timeout_minutes * 60,
+            delete_timeout=resource_timeout_minutes * 60, image_timeout=image_timeout_minutes * 60,
+            snapshot_timeout=snapshot_timeout_minutes * 60, report_poll=report_poll_seconds, retry=back_off,
+        )
+
+    @classmethod
     def fast(cls, poll: float = 0.05, timeout: float = 20.0) -> Timing:
         """Short waits for tests against the fake API."""
         return cls(

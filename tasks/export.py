@@ -24,7 +24,7 @@ from infra.ledger import Ledger
 from infra.object_store import ObjectStore
 from infra.staging_store import StagingStore, prune
 from infra.vpc import Resource
-from tasks.mover_vsi import MoverFailed, MoverTimeout, check_mover, ssh_key_pair
+from tasks.mover_vsi import MoverFailed, MoverTimeout, check_mover, mover_network, ssh_key_pair
 from tasks.teardown import tracked
 from zimage import export, resources, sizing
 from zimage.config import Component, Config, Instance
@@ -153,9 +153,7 @@ def provision_export_mover(
         vpc.wait_ready(res, timeout=timing.ready_timeout, poll=timing.poll)
         return res
 
-    net = ready(tracked(ledger, "vpc", name("vpc"), lambda: vpc.create_vpc(name("vpc"))))
-    subnet = ready(tracked(ledger, "subnet", name("subnet"), lambda: vpc.create_subnet(name("subnet"), net.id)))
-    sg = tracked(ledger, "security_group", name("sg"), lambda: vpc.create_security_group(name("sg"), net.id))
+    _, subnet, sg = mover_network(cloud, ledger, None)  # no inbound access: nobody logs in to an export mover
     public_key, _ = ssh_key_pair()  # the private half is never kept: nobody logs in to an export mover
     key = tracked(ledger, "key", name("key"), lambda: vpc.create_key(name("key"), public_key))
     restored = ready(

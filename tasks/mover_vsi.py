@@ -101,6 +101,22 @@ def check_mover_image(cloud: IbmCloud, pattern: str) -> Resource:
     return image
 
 
+def mover_network(cloud: IbmCloud, ledger: Ledger, ssh_from: str | None) -> tuple[Resource, Resource, Resource]:
+    """A mover's VPC and subnet (waited for) and its security group: outbound only, SSH in from
+    `ssh_from` when given. Each through the ledger."""
+    vpc, timing = cloud.vpc, cloud.timing
+    build = ledger.document.build_id
+    name = lambda role: resources.name(build, role)  # noqa: E731
+    net = tracked(ledger, "vpc", name("vpc"), lambda: vpc.create_vpc(name("vpc")))
+    vpc.wait_ready(net, timeout=timing.ready_timeout, poll=timing.poll)
+    subnet = tracked(ledger, "subnet", name("subnet"), lambda: vpc.create_subnet(name("subnet"), net.id))
+    vpc.wait_ready(subnet, timeout=timing.ready_timeout, poll=timing.poll)
+    sg = tracked(
+        ledger, "security_group", name("sg"), lambda: vpc.create_security_group(name("sg"), net.id, ssh_from=ssh_from)
+    )
+    return net, subnet, sg
+
+
 @task(name="provision-mover", task_run_name="provision-mover-{built.image}", cache_policy=NO_CACHE)
 def provision_mover(
     cloud: IbmCloud,
@@ -125,12 +141,7 @@ def provision_mover(
         vpc.wait_ready(res, timeout=timing.ready_timeout, poll=timing.poll)
         return res
 
-    net = ready(tracked(ledger, "vpc", name("vpc"), lambda: vpc.create_vpc(name("vpc"))))
-    subnet = ready(tracked(ledger, "subnet", name("subnet"), lambda: vpc.create_subnet(name("subnet"), net.id)))
-    sg = tracked(
-        ledger, "security_group", name("sg"),
-        lambda: vpc.create_security_group(name("sg"), net.id, ssh_from=ssh_from if mover.ssh_access else None),
-    )
+    net, subnet, sg = mover_network(cloud, ledger, ssh_from if mover.ssh_access else None)
     public_key, private_pem = ssh_key_pair()
     key = tracked(ledger, "key", name("key"), lambda: vpc.create_key(name("key"), public_key))
     key_file = str(keep_private_key(build, private_pem)) if mover.ssh_access else None
