@@ -24,7 +24,7 @@ from infra.ledger import Ledger
 from infra.object_store import ObjectStore
 from infra.staging_store import StagingStore, prune
 from infra.vpc import Resource
-from tasks.mover_vsi import MoverFailed, MoverTimeout, check_mover, mover_network, ssh_key_pair
+from tasks.mover_vsi import MoverFailed, MoverTimeout, check_mover, mover_instance, mover_network, ssh_key_pair
 from tasks.teardown import tracked
 from zimage import export, resources, sizing
 from zimage.config import Component, Config, Instance
@@ -176,24 +176,7 @@ def provision_export_mover(
         wheels=[Path(w) for w in mover.accelerator_wheels],
     )
     user_data = export_objects.user_data(written.config_url)
-    inst = ready(
-        tracked(
-            ledger,
-            "instance",
-            name("mover"),
-            lambda: vpc.create_instance(
-                name("mover"),
-                subnet_id=subnet.id,
-                security_group_id=sg.id,
-                image_id=mover_image.id,
-                profile=mover.profile,
-                user_data=user_data,
-                key_ids=[key.id],
-                data_volumes={export.ATTACHMENT: restored.id},
-                encryption_key_crn=target.encryption_key_crn,
-            ),
-        )
-    )
+    inst = mover_instance(cloud, ledger, subnet, sg, key, mover_image, user_data, {export.ATTACHMENT: restored.id})
     log.info(
         "export mover %s running (%s, %s), volume %s from snapshot %s attached; user data %d bytes",
         inst.name,

@@ -117,6 +117,26 @@ def mover_network(cloud: IbmCloud, ledger: Ledger, ssh_from: str | None) -> tupl
     return net, subnet, sg
 
 
+def mover_instance(
+    cloud: IbmCloud, ledger: Ledger, subnet: Resource, sg: Resource, key: Resource, image: Resource, user_data: str,
+    data_volumes: dict[str, str],
+) -> Resource:
+    """The mover instance (profile and root key from the config), through the ledger, waited for
+    until it runs; `data_volumes` maps attachment names to volume ids."""
+    vpc, timing, target = cloud.vpc, cloud.timing, cloud.target
+    name = resources.name(ledger.document.build_id, "mover")
+    instance = tracked(
+        ledger, "instance", name,
+        lambda: vpc.create_instance(
+            name, subnet_id=subnet.id, security_group_id=sg.id, image_id=image.id, profile=target.mover.profile,
+            user_data=user_data, key_ids=[key.id], data_volumes=data_volumes,
+            encryption_key_crn=target.encryption_key_crn,
+        ),
+    )
+    vpc.wait_ready(instance, timeout=timing.ready_timeout, poll=timing.poll)
+    return instance
+
+
 @task(name="provision-mover", task_run_name="provision-mover-{built.image}", cache_policy=NO_CACHE)
 def provision_mover(
     cloud: IbmCloud,
@@ -170,21 +190,10 @@ def provision_mover(
         wheels=[Path(w) for w in mover.accelerator_wheels],
     )
     user_data = mover_config.user_data(written.config_url)
-    instance = tracked(
-        ledger, "instance", name("mover"),
-        lambda: vpc.create_instance(
-            name("mover"),
-            subnet_id=subnet.id,
-            security_group_id=sg.id,
-            image_id=mover_image.id,
-            profile=mover.profile,
-            user_data=user_data,
-            key_ids=[key.id],
-            data_volumes={ATTACHMENTS[role]: vol.id for role, vol in volumes.items()},
-            encryption_key_crn=target.encryption_key_crn,
-        ),
+    instance = mover_instance(
+        cloud, ledger, subnet, sg, key, mover_image, user_data,
+        {ATTACHMENTS[role]: vol.id for role, vol in volumes.items()},
     )
-    ready(instance)
     log.info("mover %s running (%s, %s, user data %d bytes)", instance.name, mover.profile, mover_image.name,
              len(user_data.encode()))
     fip, address = None, None
