@@ -19,6 +19,7 @@ Plan: {"schema": "zimage-export-plan/1", "volumes": {"<VOLSER>": {"type": "multi
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import traceback
@@ -162,10 +163,10 @@ def find_devices(root: str, devmap: str) -> list[Device]:
         volser = ckd.label_volser(head)
         if volser is None and head[:8] == ckd.UNCOMPRESSED_ID:
             raise MoverError(f"devmap device {devnum}: {path} is a CKD_P370 image without a VOL1 label")
+        if volser is not None and re.fullmatch(r"[A-Z0-9@#$]{1,6}", name) and name != volser:
+            raise MoverError(f"devmap device {devnum}: {path}: VOL1 label names {volser!r}, the file is named {name!r}")
         volser = volser or check_volser(name, f"devmap device {devnum}: file name")
-        ok, note = ckd.check_label(head, volser)
-        if not ok:
-            raise MoverError(f"devmap device {devnum}: {path}: {note}")
+        note = ckd.check_label(head, volser)[1]
         if volser in seen:
             raise MoverError(f"devmap devices {seen[volser]} and {devnum} both hold volume {volser}")
         seen[volser] = devnum
