@@ -34,6 +34,7 @@ from zimage.ipl_chain import (
     VolumeListing,
     chain_input,
     evaluate,
+    first_guesses,
     member_key,
 )
 from zimage.ipl_report import IplReport, VolumeRead
@@ -158,7 +159,7 @@ def check_ipl_chain(lookup: VolumeLookup, chain: ChainInput, files: list[VolumeF
     stats = {f.volser: VolumeStats(f.volser) for f in files}
     volumes: dict[str, VolumeListing] = {}
     members: dict[tuple[str, str, str], MemberRead] = {}
-    wanted: list[MemberRef] = []
+    wanted = first_guesses(chain)  # read with the listing: one round trip (one pass) fewer
     entries: dict[str, dict[str, dict]] = {}  # volser -> data set name -> its listing entry
     for round_ in range(MAX_ROUNDS):
         listing = round_ == 0

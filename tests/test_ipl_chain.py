@@ -47,7 +47,7 @@ def test_a_good_chain_passes_reading_the_members_on_the_volumes(tmp_path: Path) 
         "parmlib: MN25U1:USER.PARMLIB, MN25S2:SYS1.PARMLIB",
         "IEASYM: MN25S2:SYS1.PARMLIB(IEASYM00), MN25U1:USER.PARMLIB(IEASYM01)",
     ]
-    assert result.rounds == 3  # listing, LOADxx, then the parmlib and TCP/IP members together
+    assert result.rounds == 2  # listing with LOADxx and the TCP/IP members, then the parmlib members
 
 
 def test_loadxx_missing_on_the_iodf_device(tmp_path: Path) -> None:

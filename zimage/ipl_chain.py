@@ -82,6 +82,34 @@ class Evaluation(BaseModel):
     ieasym: list[MemberRead] = []  # the IEASYMxx members the chain resolved to, in order (deploy-host rewrites them)
 
 
+def _iodf_device(chain: ChainInput) -> str:
+    """LOADPARM positions 1-4, or the IPL device when they are blank."""
+    lp = loadparm.parse(chain.loadparm)
+    return lp.iodf_devnum.rjust(4, "0") if lp.iodf_devnum else chain.ipl_device
+
+
+def _loadxx_search(iodf: str, ipl: str) -> list[tuple[str, str]]:
+    """(volser, data set) where LOADxx is looked for, in order."""
+    return [(iodf, dsn) for dsn in [*IPLPARM, PARMLIB]] + ([(ipl, PARMLIB)] if ipl != iodf else [])
+
+
+def first_guesses(chain: ChainInput) -> list[MemberRef]:
+    """Members worth reading with the first listing, before the chain knows where they are: LOADxx
+    wherever it may be and the TCP/IP members on every volume. Those whose data set is not there
+    answer "absent" at no cost (the VTOC is read anyway), and a round trip is saved, which is a
+    pass over the whole volume when the VTOC lies at its far end."""
+    guesses = []
+    iodf_device = _iodf_device(chain)
+    if iodf_device in chain.volumes:
+        name = f"LOAD{loadparm.parse(chain.loadparm).load_suffix.strip() or '00'}"
+        search = _loadxx_search(chain.volumes[iodf_device], chain.volumes[chain.ipl_device])
+        guesses += [MemberRef(volser=v, dsn=d, member=name) for v, d in search]
+    for spec in chain.tcpip.values():
+        if match := _MEMBER_SPEC.fullmatch(spec):
+            guesses += [MemberRef(volser=v, dsn=match[1], member=match[2]) for v in chain.volumes.values()]
+    return guesses
+
+
 def _key(ref: MemberRef) -> tuple[str, str, str]:
     return ref.volser, ref.dsn, ref.member
 
@@ -124,7 +152,7 @@ class _Chain:
         ipl = self.chain.volumes[self.chain.ipl_device]
         where = f"{self.chain.image}:LOADPARM {self.chain.loadparm}"
         lp = loadparm.parse(self.chain.loadparm)
-        iodf_device = lp.iodf_devnum.rjust(4, "0") if lp.iodf_devnum else self.chain.ipl_device
+        iodf_device = _iodf_device(self.chain)
         if iodf_device not in self.chain.volumes:
             known = ", ".join(f"{d} ({v})" for d, v in self.chain.volumes.items())
             self.add(
@@ -181,7 +209,7 @@ class _Chain:
         return pending, None
 
     def find_loadxx(self, iodf: str, ipl: str, name: str, device: str) -> tuple[MemberRef, list[bytes]] | None:
-        candidates = [(iodf, dsn) for dsn in [*IPLPARM, PARMLIB]] + ([(ipl, PARMLIB)] if ipl != iodf else [])
+        candidates = _loadxx_search(iodf, ipl)
         refs = []
         for volser, dsn in candidates:
             dsorg = self.volumes[volser].datasets.get(dsn)
