@@ -26,6 +26,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -231,10 +232,10 @@ def _sets(image_dir: str) -> list[dict[str, Any]]:
         names = sorted(n for n in os.listdir(sets_dir) if _SET_NAME.fullmatch(n))
     except FileNotFoundError:
         return []
-    paths = [os.path.join(sets_dir, n) for n in names]
-    busy = open_files(paths)
+    busy = open_files([os.path.join(sets_dir, n) for n in names])
     out = []
-    for name, path in zip(names, paths, strict=True):
+    for name in names:
+        path = os.path.join(sets_dir, name)
         doc = _read_set(path)
         out.append(
             {
@@ -720,5 +721,6 @@ class Deploy:
             "moved_bytes": sum(v["moved"] for v in self.outcome.values()),
             "reused_bytes": sum(sizes.get(k, 0) for k, v in self.outcome.items() if v["origin"] == "reused"),
             "free_bytes": free_bytes(self.job["root"]),
+            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             **removed,
         }

@@ -34,6 +34,7 @@ def refresh(
     instance_ssh_key: str | None = None,
     skip_preflight: bool = False,
     host: str | None = None,
+    also_ibm_cloud: bool = False,
 ) -> dict[str, Any]:
     """Refresh IMAGE: extract its components again and deploy a new custom image and snapshot.
 
@@ -46,13 +47,16 @@ def refresh(
         instance_ssh_key: VPC SSH key (name or id) of that server; needed with create_instance.
         skip_preflight: do not run the preflight checks first (not recommended).
         host: deploy to this emulator host (hosts[].name) instead of IBM Cloud.
+        also_ibm_cloud: with host, deploy the same generations to IBM Cloud as well (needs target:).
     """
     cfg = load_config(config)
     components = cfg.image(image).components
     if host is not None:
         cfg.host(host)
-        if create_instance:
-            raise ValueError("create_instance makes a Wazi aaS server in IBM Cloud: it does not go with host")
+        if create_instance and not also_ibm_cloud:
+            raise ValueError("create_instance makes a Wazi aaS server in IBM Cloud: with host, it needs also_ibm_cloud")
+    if host is None or also_ibm_cloud:
+        cfg.cloud  # noqa: B018 - a config without target: fails here, before any extraction
     if create_instance and not (instance_subnet and instance_ssh_key):
         raise ValueError("create_instance needs instance_subnet and instance_ssh_key (names or ids in the VPC)")
     started = time.monotonic()
@@ -60,7 +64,8 @@ def refresh(
         preflight(config, image=image)
     extracted = {name: extract_component(config, name) for name in components}
     generations = {name: e["generation"] for name, e in extracted.items()}
-    deployed = deploy_host(config, image, host, generations) if host else deploy_image(config, image, generations)
+    on_host = deploy_host(config, image, host, generations) if host else None
+    deployed = deploy_image(config, image, generations) if host is None or also_ibm_cloud else {}
     instance = None
     if create_instance:
         instance = create_instance_flow(
@@ -77,8 +82,10 @@ def refresh(
             f"- took {seconds / 60:.1f} min\n"
             + "".join(f"- {k}: `{v}`\n" for k, v in deployed.items() if k in ("image_id", "snapshot_id", "qcow2"))
             + (f"- instance: `{instance}`\n" if instance else "")
+            + (f"- host {host}: set `{on_host['set']}`; network symbols {on_host['network_symbols']}\n"
+               if on_host else "")
         ),
         description=f"Refresh of image {image}",
     )
     return {"image": image, "generations": generations, "deploy": deployed, "instance": instance,
-            "seconds": round(seconds, 1)}
+            "host": on_host, "seconds": round(seconds, 1)}

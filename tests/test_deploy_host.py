@@ -7,14 +7,19 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from flows.deploy_host import STATE_WITHOUT_SYMBOLS, deploy_host
+from flows.refresh import refresh
 from infra.configfile import load_config
 from tasks.build import read_manifests
-from tasks.host import symbols
+from tasks.host import probe_host, symbols
 from tests.support.host_site import HOST, IMAGE, OWNER, HostSite, dasdls, fill_random, run_cli, sha256
+from zimage.config import NoTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -132,4 +137,38 @@ def test_a_volume_changed_on_the_host_is_sent_again(host_site: HostSite) -> None
         "WORK01": "reused",
         "WORK02": "transferred",
     }
+    _check_deployed(site)
+
+
+def test_refresh_ends_on_the_host_and_a_cloud_deploy_needs_a_target(host_site: HostSite) -> None:
+    site = host_site
+    staged = sorted((site.root / "staging").rglob("*.manifest.json"))
+    with pytest.raises(NoTarget, match="this config has no target: section"):
+        refresh(site.config(), IMAGE, host=HOST, also_ibm_cloud=True, skip_preflight=True)
+    assert sorted((site.root / "staging").rglob("*.manifest.json")) == staged  # nothing extracted
+    result = refresh(site.config(), IMAGE, host=HOST, skip_preflight=True)
+    assert result["deploy"] == {} and site.current() == f"sets/{result['host']['set']}"
+    assert result["host"]["set"].startswith(max(result["generations"].values()))  # the new extraction
+    _check_deployed(site)
+
+
+def _python38() -> str:
+    """A Python 3.8 interpreter's real path (pyenv's shim needs a shell set up for it)."""
+    candidates = [shutil.which("python3.8"), *map(str, Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))]
+    for found in filter(None, candidates):
+        done = subprocess.run([found, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    pytest.skip("no Python 3.8 runs on this machine")
+
+
+def test_a_host_with_python_3_8_runs_the_mover(host_site: HostSite) -> None:
+    site = host_site
+    python = _python38()
+    fill_random(site.source("WORK02"), seed=38)
+    site.extract("2024-06-07_10_00_00", ["zt-data"])
+    config = site.config("py38.yaml", python=python)
+    assert probe_host.fn(config, HOST, IMAGE).python.startswith("3.8.")
+    result = deploy_host(config, IMAGE, HOST)
+    assert {v["volser"]: v["origin"] for v in result["volumes"]}["WORK02"] == "transferred"
     _check_deployed(site)

@@ -200,16 +200,24 @@ def refresh(
     instance_name: Annotated[str | None, typer.Option("--instance-name", help="Default: <image>-vsi")] = None,
     subnet: Annotated[str | None, typer.Option("--subnet", help="Subnet of the instance (name or id)")] = None,
     ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="SSH key of the instance (name or id)")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Deploy to this emulator host instead of IBM Cloud")
+    ] = None,
+    also_ibm_cloud: Annotated[
+        bool, typer.Option("--also-ibm-cloud", help="With --host: deploy to IBM Cloud as well")
+    ] = False,
 ) -> None:
     """Preflight, extract every component of IMAGE, build and deploy it; optionally an instance."""
-    config_or_exit(config, image=image)
+    cfg = config_or_exit(config, image=image)
+    if host is not None:
+        _host_or_exit(cfg, host)
     _quiet_console(verbose=True)
     from flows.refresh import refresh as flow
 
     if create_instance and not (subnet and ssh_key):
         raise fail("--create-instance needs --subnet and --ssh-key")
     _show(_run(flow, config=str(config), image=image, create_instance=create_instance, instance_name=instance_name,
-               instance_subnet=subnet, instance_ssh_key=ssh_key))
+               instance_subnet=subnet, instance_ssh_key=ssh_key, host=host, also_ibm_cloud=also_ibm_cloud))
 
 
 @app.command("create-instance")

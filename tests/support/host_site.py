@@ -8,9 +8,11 @@ reaped, so a reading that waits until no session is left counts each byte its se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -132,17 +134,38 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     )
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
+@dataclass
+class Cli:
+    """A `zimage` command run in its own session; output to files (a killed command's children, such as
+    Prefect's temporary server, would hold pipes open)."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def wait(self, timeout: float = 300) -> tuple[int, str, str]:
+        code = self.proc.wait(timeout)
+        return code, self.out.read_text(), self.err.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the command itself (not its children), as a crash would."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def reap(self) -> None:
+        """End what is left of its session (its children); only this test's own processes."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_cli(directory: Path, *args: str) -> Cli:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    out, err = directory / f"cli-{time.monotonic_ns()}.out", directory / f"cli-{time.monotonic_ns()}.err"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, stdout=o, stderr=e, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    return Cli(proc, out, err)
 
 
 def dasdls(path: Path) -> str:
