@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from infra.configfile import load_config
+from tasks.cancellation import CancellableTaskRunner
 from tasks.extract import (
     VOLUME_SLOTS_DEFAULT,
     check_extraction,
@@ -56,7 +57,7 @@ def _row(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@flow(name="extract-component", flow_run_name="extract-{component}", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="extract-component", flow_run_name="extract-{component}", task_runner=CancellableTaskRunner(max_workers=8))
 def extract_component(
     config: str,
     component: str,

@@ -18,13 +18,14 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infra import ssh
+from infra import cancellation, ssh
 from infra.staging_store import (
     RECORD_SUFFIX,
     StagingStore,
@@ -43,6 +44,7 @@ _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@#$-]{0,31}$")
 _PATH = re.compile(r"^/[A-Za-z0-9_.@#$+/-]*$")
 AGENT_MARKERS = ("zimage-extract", "infra.extract_agent")
 STDERR_LINES = 15
+CANCEL_POLL_SECONDS = 0.5
 logger = logging.getLogger(__name__)
 
 
@@ -181,14 +183,19 @@ def _run_local(command: str, timeout: float) -> tuple[int, bytes, bytes]:
         ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, so a timeout ends the whole pipeline
     )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        _, stderr = process.communicate()
-        raise ssh.CommandTimeout(
-            f"command did not finish within {timeout:.0f} s; stderr:\n  {_tail(stderr)}"
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # short waits, so that a cancelled run stops the command at once
+            stdout, stderr = process.communicate(timeout=min(CANCEL_POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+            break
+        except subprocess.TimeoutExpired:
+            if cancellation.requested() or time.monotonic() >= deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                _, stderr = process.communicate()
+                cancellation.check("local command")
+                raise ssh.CommandTimeout(
+                    f"command did not finish within {timeout:.0f} s; stderr:\n  {_tail(stderr)}"
+                ) from None
     return process.returncode, stdout, stderr[-ssh.STDERR_TAIL:]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paramiko
 
+from infra import cancellation
 from infra.secrets import Secret, resolve
 from zimage.config import SshEndpoint
 from zimage.examples import example_hint, is_example_host
@@ -204,6 +205,7 @@ class SshSession:
                         f"connection to {where(self.endpoint)} dropped while running a command"
                         + (f"; stderr: {_tail(stderr)}" if stderr else "")
                     )
+                cancellation.check(f"command on {where(self.endpoint)}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommandTimeout(

@@ -18,6 +18,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from infra import extraction
 from infra.configfile import load_config
 from infra.staging_store import RECORD_SUFFIX, open_store, prune, write_manifest
+from tasks.cancellation import stops_when_cancelled
 from tasks.retry import retryable
 from zimage import staging
 from zimage.manifests import ComponentManifest, StagedVolume
@@ -68,6 +69,7 @@ def check_extraction(config: str, component: str, generation: str) -> dict[str, 
 
 @task(name="extract-volume", task_run_name="extract-{volser}", cache_policy=NO_CACHE, retries=3,
       retry_jitter_factor=0.5, retry_condition_fn=retryable)
+@stops_when_cancelled
 def extract_volume(config: str, component: str, volser: str, generation: str) -> dict[str, Any]:
     """Extract, stage and verify one volume (one slot of the source's volume limit while it runs)."""
     cfg = load_config(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,23 @@ DENIAL = (
 
 
 def task_run(state: Any) -> Any:
+    """The task run of `state` as the server has it, with its final state (a task run outside a
+    flow reaches the server through events, a moment later)."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        return client.read_task_run(state.state_details.task_run_id)
+        while True:
+            try:
+                run = client.read_task_run(state.state_details.task_run_id)
+                if run.state is not None and run.state.is_final():
+                    return run
+            except ObjectNotFound:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"task run {state.state_details.task_run_id} did not reach the server in its final state")
+            time.sleep(0.2)
 
 
 def task_runs_of(flow_run_id: UUID) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def refusing_cos() -> Iterator[str]:
 def _cos(config: Path, endpoint: str, bucket: str) -> None:
     def change(d: dict[str, Any]) -> None:
         d["target"]["cos"] = {"instance_name": "cos-test", "bucket": bucket, "region": "jp-tok", "endpoint": endpoint}
+        d["target"]["insecure_http"] = True  # both stand-ins are plain http on loopback
 
     edit(config, change)
 
@@ -191,3 +206,13 @@ def test_access_denied_or_a_missing_bucket_fails_staging_at_once(
     # COS answers a HEAD without access with a bare 403
     assert ("403: Forbidden" if where == "denied" else "NoSuchBucket") in state.message
     assert task_run(state).run_count == 1
+
+
+def test_a_parameter_of_the_wrong_kind_fails_before_anything_runs(tmp_path: Path) -> None:
+    from flows.demo import demo
+
+    workdir = tmp_path / "work"
+    state = demo(workdir=str(workdir), volumes="many", return_state=True)  # type: ignore[arg-type]
+    assert state.is_failed()
+    assert "volumes: Input should be a valid integer" in state.message
+    assert not workdir.exists(), "nothing may be made before the parameters are checked"
