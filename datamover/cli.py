@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--workdir", default="/var/lib/zimage-mover", help="where the data volume is mounted")
     export.add_argument("--jobs", type=int, default=None, help="volumes in parallel (default: the configuration's)")
     export.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    host = sub.add_parser("host", help="on an emulator host: probe it or deploy a set (a JSON job on stdin)")
+    host.add_argument("--job", help="read the job from this file instead of stdin")
     lookup = sub.add_parser("lookup", help="where the volumes lie: data sets and members of volume images (JSON)")
     lookup.add_argument("--request", required=True, help="file holding the request (JSON)")
     lookup.add_argument("--out", help="write the answer to this file instead of stdout")

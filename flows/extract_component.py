@@ -18,7 +18,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from infra.configfile import load_config
@@ -29,6 +28,7 @@ from tasks.extract import (
     discard_volumes,
     ensure_limit,
     extract_volume,
+    limit_slots,
     prune_generations,
     record_generation,
     run_limit,
@@ -112,21 +112,34 @@ def _extract(config: str, comp: Component, gen: str, retry_delay_seconds: float,
         retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds),
         retry_jitter_factor=0.5,
     )
-    futures = {task.submit(config, comp.name, v.volser, gen): v.volser for v in comp.volumes}
+    # No more volumes in flight than the system's limit has slots: a task refused a slot polls again after
+    # a back-off that grows with the waiters (up to 30 s), so hundreds of waiting tasks leave freed slots idle.
+    waiting = [v.volser for v in comp.volumes]
+    futures: dict[Any, str] = {}
+
+    def submit_next() -> None:
+        volser = waiting.pop(0)
+        futures[task.submit(config, comp.name, volser, gen)] = volser
+
+    for _ in range(min(limit_slots(volume_limit(comp.source)), len(waiting))):
+        submit_next()
     done: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    for future in as_completed(list(futures)):
-        volser = futures[future]
+    while futures:
+        future = next(as_completed(list(futures)))
+        volser = futures.pop(future)
         try:
             done[volser] = future.result()
         except Exception as exc:
             failed[volser] = str(exc)
             log.error("%s failed: %s", volser, exc)
-        update_progress_artifact(progress, 100.0 * (len(done) + len(failed)) / len(futures))
+        if waiting:
+            submit_next()
+        update_progress_artifact(progress, 100.0 * (len(done) + len(failed)) / len(comp.volumes))
     if failed:
         discard_volumes(config, comp.name, sorted(failed), gen)
         raise ExtractionFailed(
-            f"{len(failed)} of {len(futures)} volume(s) of {comp.name} failed; nothing of them stays staged"
+            f"{len(failed)} of {len(comp.volumes)} volume(s) of {comp.name} failed; nothing of them stays staged"
             + (f"; the {len(done)} verified volume(s) stay in generation {gen}: run again with --generation {gen} "
                "to resume" if done else "")
             + "".join(f"\n  {volser}: {msg}" for volser, msg in sorted(failed.items()))

@@ -12,7 +12,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from infra import extraction
@@ -34,6 +33,12 @@ def volume_limit(system: str) -> str:
 def run_limit(system: str) -> str:
     """Global concurrency limit (1 slot) held by a run, so two runs never extract one system at once."""
     return f"zimage-source-{system}-run"
+
+
+def limit_slots(name: str) -> int:
+    """The slots of a global concurrency limit, as the operator set them (at least 1)."""
+    with get_client(sync_client=True) as client:
+        return max(1, client.read_global_concurrency_limit_by_name(name).limit)
 
 
 def ensure_limit(name: str, limit: int) -> bool:
@@ -71,14 +76,16 @@ def check_extraction(config: str, component: str, generation: str) -> dict[str, 
       retry_jitter_factor=0.5, retry_condition_fn=retryable)
 @stops_when_cancelled
 def extract_volume(config: str, component: str, volser: str, generation: str) -> dict[str, Any]:
-    """Extract, stage and verify one volume (one slot of the source's volume limit while it runs)."""
+    """Extract, stage and verify one volume (the flow bounds how many run at once)."""
     cfg = load_config(config)
     comp = cfg.component(component)
     volume = next((v for v in comp.volumes if v.volser == volser), None)
     if volume is None:
         raise KeyError(f"component {component!r} has no volume {volser}")
     source = cfg.source(comp.source)
-    with concurrency(volume_limit(source.name), occupy=1, strict=True), open_store(cfg.storage) as store:
+    # no slot of the volume limit taken here: the flow, which holds the system's run limit, keeps no more
+    # volumes in flight than that limit has slots (a slot per task cost two calls and a polled wait)
+    with open_store(cfg.storage) as store:
         staged = extraction.stage_volume(
             store, cfg.storage, source, volume, generation=generation, component=component, log=get_run_logger()
         )
