@@ -90,7 +90,12 @@ def run_mover(
     answer: dict[str, Any] | None = None
     try:
         zipapp = build_zipapp(datasets=True)  # the host rewrites IEASYM members
-        channel.sendall(f"{len(zipapp)}\n".encode() + zipapp + json.dumps(job).encode() + b"\n")
+        try:
+            channel.sendall(f"{len(zipapp)}\n".encode() + zipapp + json.dumps(job).encode() + b"\n")
+        except OSError:
+            # a command that ended at once (no such interpreter) closes stdin: its exit status tells why
+            if not channel.exit_status_ready():
+                raise
         for raw in channel.makefile("rb"):
             doc = json.loads(raw)
             if "need" in doc:

@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,8 @@ def test_a_host_with_python_3_8_runs_the_mover(host_site: HostSite) -> None:
     site = host_site
     python = _python38()
     fill_random(site.source("WORK02"), seed=38)
-    site.extract("2024-06-07_10_00_00", ["zt-data"])
+    # newer than any generation an earlier refresh made with the time of day
+    site.extract(datetime.now(UTC).strftime("%Y-%m-%d_%H_%M_%S"), ["zt-data"])
     config = site.config("py38.yaml", python=python)
     assert probe_host.fn(config, HOST, IMAGE).python.startswith("3.8.")
     result = deploy_host(config, IMAGE, HOST)

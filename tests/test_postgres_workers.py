@@ -73,7 +73,9 @@ def project(tmp: Path, configs: dict[str, Path]) -> Path:
             "name": f"refresh-{system}",
             "entrypoint": "flows/refresh.py:refresh",
             "tags": ["zimage", "refresh", system],
-            "parameters": {"config": str(path), "image": f"{system.lower()}-img"},
+            # the demo's volumes hold no z/OS system, so the preflight's IPL-chain check would refuse the
+            # second refresh of SYSA (it reads the first one's staged volumes)
+            "parameters": {"config": str(path), "image": f"{system.lower()}-img", "skip_preflight": True},
             "concurrency_limit": 1,
             "work_pool": {"name": "zimage", "work_queue_name": "default"},
         }
