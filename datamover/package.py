@@ -30,11 +30,12 @@ def build_zipapp(datasets: bool = False, mode: Optional[str] = None) -> bytes:
     (e.g. export), only the CLI and the modules that mode's run imports (the CLI imports a mode's
     module when it runs it)."""
     left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES | HOST_MODULES
-    # over SSH the host may run Python 3.8, which cannot evaluate annotations such as dict[str, int]
-    prefix = "from __future__ import annotations\n" if datasets else ""
+    # a host or server may run Python 3.8, which cannot evaluate annotations such as dict[str, int]
+    prefix = "from __future__ import annotations\n"
     names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in left_out)
     if mode is not None:
-        names = [n for n in names if n[:-3] in _imported({"cli", mode})]
+        # __init__ too: Python 3.8's zipimport finds no package without one
+        names = [n for n in names if n[:-3] in _imported({"cli", "__init__", mode})]
     buffer = io.BytesIO()
     buffer.write(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(buffer, "a") as archive:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -278,3 +279,22 @@ def test_space_check_names_the_volume_that_cannot_fit(tmp_path: Path) -> None:
                                          r"1,152,921,504,606,846,976 \(MN25S2\)"):
         check_space(inputs, {"data": str(tmp_path)})
     check_space(Inputs(parse_manifest(_manifest(size=1)), b"", None, {"MN25S2": "data"}), {"data": str(tmp_path)})
+
+
+@pytest.mark.parametrize("mode", [None, "vsi", "export", "datasets"])
+def test_every_module_of_each_zipapp_imports_on_python_3_8(mode: str | None, tmp_path: Path) -> None:
+    python = next(iter(sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))), None)
+    if python is None:
+        pytest.skip("no Python 3.8 here (the oldest a storage server or emulator host may run)")
+    zipapp = tmp_path / "mover.pyz"
+    zipapp.write_bytes(build_zipapp(datasets=True) if mode == "datasets" else build_zipapp(mode=mode))
+    probe = (
+        "import importlib, sys, zipfile\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "for name in zipfile.ZipFile(sys.argv[1]).namelist():\n"
+        "    if name.startswith('datamover/'):\n"
+        "        importlib.import_module('datamover.' + name[len('datamover/'):-3])\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([str(python), "-c", probe, str(zipapp)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
