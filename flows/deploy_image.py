@@ -37,10 +37,10 @@ from infra.cos import open_object_store
 from infra.ibmcloud import Timing, connect, resolve_api_key
 from tasks.convert import convert_locally
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
-from tasks.publish import check_product_names, publish
+from tasks.publish import check_product_names, copy_qcow2_to_root, publish
 from tasks.stage import stage_auxiliary, stage_volume
 from tasks.teardown import TeardownResult, check_image_free, open_ledger, teardown_flow_run, teardown_once
-from zimage import resources
+from zimage import objects, resources
 from zimage.build import BuiltImage
 from zimage.config import Config, ipv4_cidr
 from zimage.sizing import human
@@ -256,6 +256,8 @@ def _deploy_vsi(
                                 flow_run_id)
         convert_seconds = time.monotonic() - convert_started
         products = publish(cloud, ledger, target, spec, mover.volumes["data"])
+        if target.cos.key_layout == objects.REFERENCE:
+            products["qcow2_root_key"] = copy_qcow2_to_root(store, image, build_id)
         outcome = "succeeded"
     except MoverCancelled as exc:
         outcome = "cancelled"

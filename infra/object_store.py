@@ -151,6 +151,11 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove an object; no error when there is none."""
 
+    @abc.abstractmethod
+    def copy_object(self, source: str, key: str) -> ObjectInfo:
+        """Copy an object within the bucket, its content type and metadata with it (server-side in COS,
+        in parts when large); ObjectNotFound when `source` is missing."""
+
     def local_path(self, key: str) -> Path | None:
         """Where the object lies on this machine, for stores that keep objects in files."""
         return None
@@ -417,6 +422,20 @@ class LocalObjectStore(ObjectStore):
                 yield from self._walk(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
                 yield Path(entry.path)
+
+    def copy_object(self, source: str, key: str) -> ObjectInfo:
+        info = self.head(source)
+        if info is None:
+            raise ObjectNotFound("copy", self.describe(source), "NoSuchKey")
+
+        def write(out: BinaryIO) -> None:
+            with self._path(source).open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+        try:
+            return self._store(key, write, info.content_type or objects.OCTETS, info.metadata)
+        except OSError as exc:
+            raise self._error("copy", key, exc) from exc
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from infra.ibmcloud import IbmCloud
 from infra.ledger import Ledger
+from infra.object_store import ObjectStore
 from infra.vpc import Resource, VpcError
 from tasks.teardown import tracked
 from zimage import objects
@@ -89,3 +90,16 @@ def publish(cloud: IbmCloud, ledger: Ledger, target: Target, image: Image, data_
                      "size_gb": ready["snapshot"].get("size"), "status": ready["snapshot"].get("lifecycle_state")},
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+@task(name="copy-qcow2-to-root", task_run_name="copy-qcow2-{image}", retries=2, retry_delay_seconds=10,
+      cache_policy=NO_CACHE)
+def copy_qcow2_to_root(store: ObjectStore, image: str, build: str) -> str:
+    """Key layout `reference`: the build's qcow2 copied to `<image>.qcow2` at the bucket root, where the
+    reference Terraform reads it (a copy, so a later build never changes what an image was made from)."""
+    source, key = objects.qcow2_key(image, build), objects.reference_qcow2_key(image)
+    started = time.monotonic()
+    info = store.copy_object(source, key)
+    get_run_logger().info("%s copied to %s: %s bytes in %.1f s", source, store.describe(key), f"{info.size:,}",
+                          time.monotonic() - started)
+    return key

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from datamover.errors import MoverError, VolumeError
-from datamover.ext2 import BLOCK, DIRECT, PER_GROUP, PTRS, Ext2Image
+from datamover.ext2 import BLOCK, DIRECT, PTRS, Ext2Image
 from tests.support.datamover import e2fsck_clean, ext2_dump, ext2_label, ext2_names, ext2_stat
 
 pytestmark = pytest.mark.integration

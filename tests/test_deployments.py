@@ -59,8 +59,8 @@ def deployments(server: PrefectServer) -> dict[str, dict]:
 
 def test_every_flow_is_deployed_and_refreshes_are_scheduled(deployed: PrefectServer) -> None:
     found = deployments(deployed)
-    expected = {"preflight", "extract-component", "build-image", "deploy-image", "deploy-host", "refresh", "create-instance",
-                "reap-orphans", "stop-instance", "start-instance", "export-instance", "demo"}
+    expected = {"preflight", "extract-component", "build-image", "deploy-image", "deploy-host", "refresh",
+                "create-instance", "reap-orphans", "stop-instance", "start-instance", "export-instance", "demo"}
     assert expected <= set(found), sorted(found)
     config = yaml.safe_load((ROOT / "examples" / "zimage.yaml").read_text())
     for source in config["sources"]:

@@ -84,6 +84,18 @@ def test_missing_objects(store: ObjectStore) -> None:
     store.delete("no/such")  # no error, as in S3
 
 
+def test_copy_keeps_content_type_and_metadata_and_goes_in_parts_when_large(store: ObjectStore) -> None:
+    data = os.urandom(3 * PART) + b"tail"  # past the managed copy's multipart threshold (8 MiB)
+    info = store.put_bytes("img/builds/b1/img.qcow2", data, objects.OCTETS, {"origin": "test"})
+    copied = store.copy_object("img/builds/b1/img.qcow2", "img.qcow2")
+    assert (copied.size, copied.content_type, copied.sha256) == (len(data), objects.OCTETS, info.sha256)
+    assert copied.metadata["origin"] == "test"
+    assert store.get_bytes("img.qcow2") == data and store.get_bytes("img/builds/b1/img.qcow2") == data
+    with pytest.raises(ObjectNotFound, match="no/such"):
+        store.copy_object("no/such", "img2.qcow2")
+    assert store.head("img2.qcow2") is None
+
+
 def test_list_and_delete(store: ObjectStore) -> None:
     for key in ("img/b", "img/a", "imgx/c", "other/d"):
         store.put_bytes(key, key.encode())

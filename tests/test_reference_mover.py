@@ -87,9 +87,13 @@ def test_reference_layout_is_converted_by_the_reference_mover_as_by_zimage(
     (vsi,) = vsi_emulator.vsis
     assert vsi.returncode == 0, vsi.mover_log
 
-    # exactly the root keys the reference reads (the qcow2 is the product, not an input)
-    root = {key for key in site.objects() if "/" not in key} - {f"{IMAGE}.qcow2"}
-    assert root == {"image-metadata.json", "devmap", "env-overrides", "properties.json", *VOLUME_FILES}
+    # exactly the root keys the reference reads, and the qcow2 where its Terraform imports it from: a copy
+    # of the build's own
+    root = {key for key in site.objects() if "/" not in key}
+    assert root == {"image-metadata.json", "devmap", "env-overrides", "properties.json", f"{IMAGE}.qcow2",
+                    *VOLUME_FILES}
+    (built,) = [key for key in site.objects() if key.endswith(f"/{IMAGE}.qcow2")]
+    assert site.get(f"{IMAGE}.qcow2") == site.get(built) and len(site.get(built)) > 0
     head = site.bucket.client().head_object(Bucket=site.bucket.bucket, Key="image-metadata.json")
     assert head["ContentType"] == "application/json"  # the reference Terraform's data source reads it
     assert site.get("env-overrides") == ENV_OVERRIDES and site.get("properties.json") == PROPERTIES

@@ -139,6 +139,12 @@ def qcow2_key(image: str, build: str) -> str:
     return f"{build_prefix(image, build)}{names.vpc_name(image)}.qcow2"
 
 
+def reference_qcow2_key(image: str) -> str:
+    """`<image>.qcow2` at the bucket root: where the existing builder's Terraform imports the image from
+    (layout `reference`; a copy of the build's own qcow2 once the image is published)."""
+    return f"{names.vpc_name(image)}.qcow2"
+
+
 def qcow2_href(region: str, bucket: str, image: str, build: str) -> str:
     """`file.href` of the custom image: cos://<region>/<bucket>/<image>/builds/<build>/<image>.qcow2."""
     if not _REGION.fullmatch(region):

@@ -111,6 +111,8 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
         for vol in component.volumes:
             objs.append(PlannedObject(key=f"{keys.inputs}{vol.volser}_<generation>.gz", size=vol.size_bytes))
     objs.append(PlannedObject(key=objects.qcow2_key(image.name, build_id)))
+    if key_layout == objects.REFERENCE:  # copied there once the image is published
+        objs.append(PlannedObject(key=objects.reference_qcow2_key(image.name)))
     return Plan(
         image=image.name,
         image_bytes=size,
