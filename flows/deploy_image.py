@@ -284,6 +284,7 @@ def _deploy_vsi(
         "staged": staged,
         "custom_image": products["image"],
         "snapshot": products["snapshot"],
+        **({"qcow2_root_key": products["qcow2_root_key"]} if "qcow2_root_key" in products else {}),
         "convert_seconds": round(convert_seconds, 1),
         "mover_report": {k: report.get(k) for k in ("seconds", "totals", "phases")},
         "deleted": [f"{r['kind']} {r['name']}" for r in torn.deleted],

@@ -72,6 +72,7 @@ class ObjectStoreError(RuntimeError):
         self.operation = operation
         self.where = where
         self.code = code
+        self.detail = detail
         super().__init__(f"{operation} {where}: {code}" + (f": {detail}" if detail else ""))
 
 

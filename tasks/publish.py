@@ -20,8 +20,9 @@ from prefect.cache_policies import NO_CACHE
 
 from infra.ibmcloud import IbmCloud
 from infra.ledger import Ledger
-from infra.object_store import ObjectStore
+from infra.object_store import ObjectStore, ObjectStoreError
 from infra.vpc import Resource, VpcError
+from tasks.retry import retryable
 from tasks.teardown import tracked
 from zimage import objects
 from zimage.config import Image, Target
@@ -93,13 +94,20 @@ def publish(cloud: IbmCloud, ledger: Ledger, target: Target, image: Image, data_
 
 
 @task(name="copy-qcow2-to-root", task_run_name="copy-qcow2-{image}", retries=2, retry_delay_seconds=10,
-      cache_policy=NO_CACHE)
+      retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def copy_qcow2_to_root(store: ObjectStore, image: str, build: str) -> str:
     """Key layout `reference`: the build's qcow2 copied to `<image>.qcow2` at the bucket root, where the
     reference Terraform reads it (a copy, so a later build never changes what an image was made from)."""
     source, key = objects.qcow2_key(image, build), objects.reference_qcow2_key(image)
     started = time.monotonic()
-    info = store.copy_object(source, key)
+    try:
+        info = store.copy_object(source, key)
+    except ObjectStoreError as exc:
+        raise type(exc)(  # the same kind, so the retry condition judges it as before
+            exc.operation, exc.where, exc.code,
+            (f"{exc.detail}; " if exc.detail else "") + f"the custom image {image} and its snapshot are published "
+            f"and kept, only the copy of {source} to the bucket root (key layout reference) failed",
+        ) from exc
     get_run_logger().info("%s copied to %s: %s bytes in %.1f s", source, store.describe(key), f"{info.size:,}",
                           time.monotonic() - started)
     return key

@@ -270,3 +270,15 @@ def test_local_malformed_complete_document_is_reported_once_and_the_upload_stays
         store.head("img/q")
     assert store.head("img/q") is None
     assert [u.upload_id for u in store.pending_uploads("img/q")] == [upload_id]
+
+
+def test_a_failed_copy_to_the_root_says_the_image_is_published(tmp_path: Path) -> None:
+    from tasks.publish import copy_qcow2_to_root
+
+    store = LocalObjectStore(tmp_path / "objects")
+    with pytest.raises(ObjectNotFound) as caught:
+        copy_qcow2_to_root.fn(store, IMAGE, "b1234567")  # no qcow2 for that build
+    message = str(caught.value)
+    assert f"{IMAGE}/builds/b1234567/{IMAGE}.qcow2" in message and "NoSuchKey" in message
+    assert f"custom image {IMAGE} and its snapshot are published and kept" in message
+    assert store.head(f"{IMAGE}.qcow2") is None
