@@ -40,6 +40,7 @@ class VolumeResult:
     attempts: int = 0
     checks: dict[str, str] = field(default_factory=dict)
     error: Optional[str] = None
+    deployed_sha256: Optional[str] = None  # after members were rewritten in place; sha256 stays the extraction's
 
     def as_json(self) -> dict[str, Any]:
         doc = {k.replace("_", "-"): v for k, v in self.__dict__.items()}

@@ -17,7 +17,6 @@ Answers go to stdout as JSON lines (`{"need": VOLSER}` asks the relay for a volu
 `{"result": ...}` or `{"error": ...}`); log and progress lines go to stderr.
 """
 
-import base64
 import contextlib
 import errno
 import fcntl
@@ -41,6 +40,7 @@ from datamover.errors import MoverError
 from datamover.manifest import VolumeEntry
 from datamover.names import check_image_name, check_object_name, check_volser
 from datamover.progress import Progress, Ticker, log
+from datamover.rewrite import apply_jobs, member_jobs
 from datamover.sftp import SftpConnection
 from datamover.sources import LocalSource
 
@@ -481,6 +481,7 @@ class Deploy:
         self.set_dir = os.path.join(self.sets_dir, self.set)
         self.volumes: list[dict[str, Any]] = job.get("volumes") or []
         self.outcome: dict[str, dict[str, Any]] = {}
+        self.rewrites = member_jobs(job.get("rewrites"), "deploy job: rewrites")
 
     def run(self) -> dict[str, Any]:
         _check_owner(*self.owner, self.job["owner"])
@@ -660,15 +661,7 @@ class Deploy:
 
     def _rewrite(self, volser: str, part: str, digest: str) -> str:
         """The host's network symbols into this volume's IEASYMxx members (in place); the new sha256."""
-        for job in self.job.get("rewrites") or []:
-            if job.get("volser") != volser:
-                continue
-            from datamover.rewrite import rewrite_member  # in the zipapp sent over SSH only
-
-            records = [base64.b64decode(r) for r in job["records"]]
-            _, digest = rewrite_member(part, job["dsn"], job["member"], records)
-            log(f"volume {volser}: {job['dsn']}({job['member']}) rewritten with the host's network symbols")
-        return digest
+        return apply_jobs(part, volser, self.rewrites) or digest
 
     def _finish(self) -> None:
         files = self.job.get("files") or {}

@@ -31,7 +31,10 @@ everything else. Schema (unknown keys are errors; "?" marks optional keys):
   "attachments": {"data": "<volume attachment name>", "boot": "...", "scratch": "..."},
   "accelerators"?: [                        // wheels of zlib-ng or isal for the VSI's Python:
     {"name": "zlib_ng-1.1.0-cp310-...whl",  // inflate several times faster than zlib
-     "url": "https://...presigned GET...", "sha256": "..."}]
+     "url": "https://...presigned GET...", "sha256": "..."}],
+  "rewrites"?: [                            // members whose records get the image's network symbols,
+    {"volser": "MN25S2", "dsn": "SYS1.PARMLIB", "member": "IEASYM00",   // in place once converted
+     "records": ["<base64 of each new record, as long as the old one>", ...]}]
 }
 
 progress.json is uploaded every progress_every seconds while the mover runs; report.json is uploaded
@@ -95,6 +98,7 @@ class MoverConfig:
     progress_every: float = 15.0
     accelerators: tuple[Wheel, ...] = ()
     build: Optional[str] = None  # echoed, so that the orchestrator never takes another build's report
+    rewrites: Optional[list] = None  # checked by datamover.rewrite.member_jobs, which only the VSI's run needs
 
 
 class _Doc:
@@ -268,7 +272,7 @@ def parse_config(raw: bytes) -> MoverConfig:
     top = _Doc(
         value, "",
         ("schema", "image", "build", "layout", "jobs", "retries", "retry_delay", "progress_every", "s3", "objects",
-         "qcow2", "progress", "report", "attachments", "accelerators"),
+         "qcow2", "progress", "report", "attachments", "accelerators", "rewrites"),
     )
     if top.get("schema", str) != SCHEMA:
         raise MoverError(f"mover configuration: schema: expected {SCHEMA!r}")
@@ -290,6 +294,7 @@ def parse_config(raw: bytes) -> MoverConfig:
         progress_every=top.positive("progress_every", 15.0, (int, float)),
         accelerators=_wheels(value.get("accelerators", [])),
         build=_build(value.get("build")),
+        rewrites=top.get("rewrites", list, None),
     )
     uses_s3 = isinstance(config.objects, str) or any(
         isinstance(t, S3Target) for t in (config.qcow2, config.progress, config.report)

@@ -15,24 +15,17 @@ from typing import Optional
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # not needed in the zipapp: the builder itself, and `python -m datamover` (the zipapp has its own)
 _LEFT_OUT = {"package.py", "__main__.py"}
-# Reading data sets on volume images happens where the volumes lie (storage server, emulator host),
-# never on the mover VSI, whose user data has 64 KiB: these travel only in the zipapp sent over SSH.
-DATASET_MODULES = {"dataset.py", "dscb.py", "lookup.py", "pds.py", "rewrite.py", "volume.py", "vtoc.py"}
-# deploy-host's side runs on emulator hosts, reached over SSH too
-HOST_MODULES = {"host.py", "sftp.py"}
 _MAIN = "import sys\nfrom datamover.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def build_zipapp(datasets: bool = False, mode: Optional[str] = None) -> bytes:
-    """`python3 mover.pyz local|vsi ...`: entry point the CLI, same bytes for the same sources;
-    with `datasets`, the modules that read and rewrite data sets on volume images too. With `mode`
-    (e.g. export), only the CLI and the modules that mode's run imports (the CLI imports a mode's
-    module when it runs it)."""
-    left_out = _LEFT_OUT if datasets else _LEFT_OUT | DATASET_MODULES | HOST_MODULES
+def build_zipapp(mode: Optional[str] = None) -> bytes:
+    """`python3 mover.pyz MODE ...`: entry point the CLI, same bytes for the same sources. Without
+    `mode`, the whole package (storage servers and emulator hosts, reached over SSH); with a mode
+    (vsi, export, lookup), only the CLI and the modules that mode's run imports: user data has 64 KiB."""
     # a host or server may run Python 3.8, which cannot evaluate annotations such as dict[str, int]
     prefix = "from __future__ import annotations\n"
-    names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in left_out)
+    names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py") and n not in _LEFT_OUT)
     if mode is not None:
         # __init__ too: Python 3.8's zipimport finds no package without one
         names = [n for n in names if n[:-3] in _imported({"cli", "__init__", mode})]

@@ -1,6 +1,8 @@
 """In-place rewrite of a PDS member on a plain volume image: every record keeps its length.
 
     rewrite_member(path, dsn, member, records) -> (sha256 before, sha256 after)
+    member_jobs(value, where) -> [MemberJob]       the orchestrator's list, checked before any write
+    apply_jobs(path, volser, jobs) -> new sha256 of the volume, or None when no job names it
 
 The member's blocks stay where they are and only their bytes change, so nothing else of the
 volume moves: the new records must be as many as the old and each exactly LRECL long (fixed
@@ -8,13 +10,18 @@ format, F or FB); anything else is refused before a byte is written. The member 
 compared; a mismatch puts the old bytes back and fails.
 """
 
+import base64
+import binascii
 import hashlib
 import os
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
 
 from datamover import pds
 from datamover.dataset import find
 from datamover.errors import MoverError
+from datamover.names import check_volser
+from datamover.progress import log
 from datamover.volume import VolumeImage
 from datamover.vtoc import read_vtoc
 
@@ -91,3 +98,55 @@ def rewrite_member(path: str, dsn: str, member: str, records: List[bytes]) -> Tu
         _write(path, [(offsets[i], blocks[i].data) for i in changed])
         raise MoverError(f"{where}: the member read back differs from what was written; the old bytes were put back")
     return before, file_sha256(path)
+
+
+@dataclass(frozen=True)
+class MemberJob:
+    """New records for one member of one volume, as the orchestrator computed them."""
+
+    volser: str
+    dsn: str
+    member: str
+    records: Tuple[bytes, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.volser}:{self.dsn}({self.member})"
+
+
+def member_jobs(value: Any, where: str) -> List[MemberJob]:
+    """[{"volser", "dsn", "member", "records": [base64, ...]}, ...] checked whole: names, records."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MoverError(f"{where}: expected a list")
+    jobs = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict) or set(item) != {"volser", "dsn", "member", "records"}:
+            raise MoverError(f"{at}: expected an object with exactly volser, dsn, member and records")
+        if not isinstance(item["dsn"], str) or not isinstance(item["member"], str):
+            raise MoverError(f"{at}: dsn and member must be strings")
+        records = item["records"]
+        if not isinstance(records, list) or not records or not all(isinstance(r, str) for r in records):
+            raise MoverError(f"{at}.records: expected a non-empty list of base64 strings")
+        try:
+            decoded = tuple(base64.b64decode(r, validate=True) for r in records)
+        except binascii.Error as exc:
+            raise MoverError(f"{at}.records: not base64 ({exc})") from None
+        try:
+            dsn, member = pds.dataset_name(item["dsn"]), pds.member_name(item["member"])
+        except MoverError as exc:
+            raise MoverError(f"{at}: {exc}") from None
+        jobs.append(MemberJob(check_volser(item["volser"], f"{at}.volser"), dsn, member, decoded))
+    return jobs
+
+
+def apply_jobs(path: str, volser: str, jobs: Sequence[MemberJob]) -> Optional[str]:
+    """The jobs that name this volume, in order, on its plain image at path; the volume's new sha256."""
+    digest = None
+    for job in jobs:
+        if job.volser == volser:
+            _, digest = rewrite_member(path, job.dsn, job.member, list(job.records))
+            log(f"volume {volser}: {job.dsn}({job.member}) rewritten in place ({len(job.records)} records)")
+    return digest

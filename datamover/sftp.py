@@ -20,8 +20,9 @@ _STATUS, _HANDLE, _DATA, _ATTRS = 101, 102, 103, 105
 _EOF = 1
 _READ_FLAG = 0x01
 _SIZE_FLAG = 0x01
-REQUEST = 64 << 10  # bytes per read request (OpenSSH answers up to 255 KiB)
-IN_FLIGHT = 32  # requests outstanding: 2 MiB on the wire keeps a fast link busy
+REQUEST = 255 << 10  # bytes asked per read: OpenSSH's sftp-server answers up to 255 KiB (fewer messages
+# to parse here); a server that answers less teaches its own size (see SftpReader._take)
+IN_FLIGHT = 16  # requests outstanding: 4 MiB on the wire keeps a fast link busy
 
 
 class SftpError(MoverError):
@@ -143,15 +144,17 @@ class SftpReader:
         self._handle = handle
         self._pending: deque[tuple[int, int]] = deque()  # (request id, offset), in order
         self._next = 0  # offset of the next request to send
-        self._buffer = b""
+        self._ask = REQUEST
+        self._chunks: deque[bytes] = deque()  # read ahead, not yet returned
+        self._buffered = 0
         self._eof = False
         self._closed = False
 
     def _fill(self) -> None:
         while not self._eof and len(self._pending) < IN_FLIGHT:
-            payload = _string(self._handle) + struct.pack(">QI", self._next, REQUEST)
+            payload = _string(self._handle) + struct.pack(">QI", self._next, self._ask)
             self._pending.append((self._conn._request(_READ, payload), self._next))
-            self._next += REQUEST
+            self._next += self._ask
 
     def _take(self) -> Optional[bytes]:
         rid, offset = self._pending.popleft()
@@ -165,10 +168,12 @@ class SftpReader:
             raise SftpError(f"{self._conn.where}: read {self._path}: unexpected reply type {kind}")
         (length,) = struct.unpack_from(">I", body)
         data = body[4 : 4 + length]
-        if length < REQUEST:
-            # short read: what was asked beyond it is asked again from where it ended
+        if length < self._ask:
+            # short read (the server's limit, or the end of the file): what was asked beyond it is
+            # asked again from where it ended, in pieces the server answers whole
             self._discard()
             self._next = offset + length
+            self._ask = max(4096, length & ~4095)
         return data
 
     def _discard(self) -> None:
@@ -177,16 +182,28 @@ class SftpReader:
             self._conn._reply(rid, f"read {self._path}")
 
     def read(self, size: int) -> bytes:
-        while len(self._buffer) < size and not self._eof:
+        while self._buffered < size and not self._eof:
             self._fill()
             data = self._take()
             if data is None:
                 self._eof = True
                 self._discard()
-            else:
-                self._buffer += data
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
+            elif data:
+                self._chunks.append(data)
+                self._buffered += len(data)
+        if len(self._chunks) == 1 and self._buffered <= size:  # the common case: no copy
+            self._buffered = 0
+            return self._chunks.popleft()
+        out = bytearray()
+        while self._chunks and len(out) < size:
+            chunk = self._chunks.popleft()
+            room = size - len(out)
+            if len(chunk) > room:
+                self._chunks.appendleft(chunk[room:])
+                chunk = chunk[:room]
+            out += chunk
+        self._buffered -= len(out)
+        return bytes(out)
 
     def close(self) -> None:
         if self._closed:

@@ -18,6 +18,7 @@ from datamover.metadata import attachment_devices
 from datamover.moverconfig import MoverConfig, parse_config
 from datamover.progress import Progress, Ticker, log
 from datamover.report import Report
+from datamover.rewrite import MemberJob, apply_jobs, member_jobs
 from datamover.s3 import S3Client
 from datamover.sources import ObjectSource, S3Source, UrlSource
 from datamover.upload import Uploader
@@ -80,6 +81,7 @@ def run_vsi(
     try:
         config = load_config(config_url, config_path)
         report.build = config.build
+        rewrites = member_jobs(config.rewrites, "mover configuration: rewrites")
         report.outputs["accelerators"] = load_wheels(config.accelerators, workdir)
         report.inflate, zmod = inflate_module()
         s3 = S3Client(config.s3) if config.s3 else None
@@ -96,7 +98,7 @@ def run_vsi(
         )
         publish = _publisher(uploader, config, "running")
         with Ticker(progress, progress_every, publish, config.progress_every):
-            _convert(config, source, uploader, settings, progress, mounts, report)
+            _convert(config, rewrites, source, uploader, settings, progress, mounts, report)
     except (MoverError, OSError) as exc:
         report.error = str(exc)
     except Exception as exc:  # a defect: still write the report, so that nobody waits for it in vain
@@ -110,6 +112,7 @@ def run_vsi(
 
 def _convert(
     config: MoverConfig,
+    rewrites: list[MemberJob],
     source: ObjectSource,
     uploader: Uploader,
     settings: Settings,
@@ -124,6 +127,10 @@ def _convert(
             f"image-metadata.json names image {inputs.manifest.name!r}, the mover configuration {config.image!r}"
         )
     report.image = config.image  # image-metadata.json of the reference builder names none
+    held = {v.name for v in inputs.manifest.volumes}
+    unknown = sorted(j.label for j in rewrites if j.volser not in held)
+    if unknown:
+        raise MoverError(f"mover configuration: rewrites of volumes the image does not hold: {', '.join(unknown)}")
     devices = attachment_devices(config.attachments)
     probe_objects(inputs, source, progress, report)
     progress.set_phase("formatting")
@@ -134,6 +141,12 @@ def _convert(
     dirs = {role: mounts.mount(role, devices[role]) for role in ROLES}
     check_space(inputs, {"data": dirs["data"], "boot": dirs["boot"]})
     convert_all(inputs, source, dirs, report.jobs or 1, settings, progress, report)
+    if rewrites:
+        progress.set_phase("network symbols")
+        with phase(report, "rewrite"):
+            for result in report.volumes:
+                path = os.path.join(dirs[result.target], result.name)
+                result.deployed_sha256 = apply_jobs(path, result.name, rewrites)
     _finish_files(inputs, dirs)
     progress.set_phase("qcow2")
     mounts.umount("boot")

@@ -14,16 +14,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, State
+from prefect.states import State
 
 from flows.build_image import artifact_key
+from flows.outcome import deploy_outcome
 from infra.configfile import load_config
 from tasks.build import build, check_staged, read_manifests
-from tasks.host import HostSpaceError, choose_path, deploy_set, find_symbols, probe_host
+from tasks.host import HostSpaceError, choose_path, deploy_set, probe_host
+from tasks.ipl import find_ieasym
 from zimage import host_set
 from zimage.sizing import human
-
-STATE_WITHOUT_SYMBOLS = "Completed without network symbols"
 
 
 @flow(name="deploy-host", flow_run_name="deploy-{image}-to-{host}")
@@ -44,7 +44,7 @@ def deploy_host(config: str, image: str, host: str, generations: dict[str, str] 
     manifests = read_manifests(config, image, generations)
     built = build(config, image, manifests)
     check_staged(config, built)
-    symbols = find_symbols(config, host, image, manifests)
+    symbols = find_ieasym(config, image, manifests, host)
     state = probe_host(config, host, image)
     path = choose_path(cfg, target, state)
     devmap_text = host_set.host_devmap(target, cfg.image(image), built)
@@ -67,11 +67,7 @@ def deploy_host(config: str, image: str, host: str, generations: dict[str, str] 
         description=f"Volumes of set {document.set} on host {host}",
     )
     create_markdown_artifact(key=artifact_key("deploy-host", f"{host}-{image}"), markdown=summary["markdown"])
-    if symbols.written:
-        logger.info("network symbols %s", symbols.status)
-        return Completed(message=f"set {document.set} current; network symbols {symbols.status}", data=summary)
-    logger.warning("network symbols %s", symbols.status)
-    return Completed(message=f"network symbols {symbols.status}", name=STATE_WITHOUT_SYMBOLS, data=summary)
+    return deploy_outcome(summary, symbols, f"set {document.set} current")
 
 
 def _summary(

@@ -27,15 +27,18 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_flow_run
-from prefect.states import Cancelled
+from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.build_image import artifact_key, build_image
+from flows.outcome import deploy_outcome
 from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
 from infra.ibmcloud import Timing, connect, resolve_api_key
+from tasks.build import read_manifests
 from tasks.convert import convert_locally
+from tasks.ipl import find_ieasym
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
 from tasks.publish import check_product_names, copy_qcow2_to_root, publish
 from tasks.stage import stage_auxiliary, stage_volume
@@ -43,9 +46,11 @@ from tasks.teardown import TeardownResult, check_image_free, open_ledger, teardo
 from zimage import objects, resources
 from zimage.build import BuiltImage
 from zimage.config import Config, ipv4_cidr
+from zimage.host_symbols import LEFT_TO_WAZI, SymbolPlan, not_written, requested_network
 from zimage.sizing import human
 
 log = logging.getLogger(__name__)
+
 
 
 def stage_image(config: str, built: BuiltImage) -> list[dict[str, Any]]:
@@ -124,7 +129,7 @@ def deploy_image(
     ssh_from: str = "0.0.0.0/0",
     stale_minutes: float = 30.0,
     keep_mover_key: bool = False,
-) -> dict[str, Any]:
+) -> State[Any]:
     """Make the custom image and the data snapshot of IMAGE from its staged components.
 
     Args:
@@ -180,10 +185,14 @@ def _stage(config: str, image: str, generations: dict[str, str] | None) -> tuple
     return built, staged
 
 
-def _deploy_locally(config: str, cfg: Config, image: str, generations: dict[str, str] | None) -> dict[str, Any]:
+def _deploy_locally(config: str, cfg: Config, image: str, generations: dict[str, str] | None) -> State[Any]:
     started = time.monotonic()
     built, _ = _stage(config, image, generations)
     converted = convert_locally(config, image, built.size)
+    symbols = (
+        SymbolPlan(rewrites=[], status=LEFT_TO_WAZI) if requested_network(cfg.image(image)) is None
+        else not_written("the local mover writes the volumes straight into the data image and rewrites no member")
+    )
     summary = {
         "image": image,
         "mode": "local",
@@ -192,6 +201,7 @@ def _deploy_locally(config: str, cfg: Config, image: str, generations: dict[str,
         "qcow2": converted["qcow2"],
         "data_image": converted["data_image"],
         "report": converted["report"],
+        "network_symbols": symbols.status,
         "seconds": round(time.monotonic() - started, 1),
     }
     create_markdown_artifact(
@@ -202,10 +212,11 @@ def _deploy_locally(config: str, cfg: Config, image: str, generations: dict[str,
             f"- qcow2: `{converted['qcow2']}` ({human(converted['qcow2_bytes'])})\n"
             f"- data volume image: `{converted['data_image']}`\n"
             f"- report: `{converted['report']}`\n"
+            f"- network symbols {symbols.status}\n"
         ),
         description=f"Deploy of image {image}",
     )
-    return summary
+    return deploy_outcome(summary, symbols, f"image {image} deployed")
 
 
 def _deploy_vsi(
@@ -242,6 +253,7 @@ def _deploy_vsi(
     ledger = open_ledger(store, build_id, image, flow_run_id, keep_key=keep_mover_key)
     logger.info("build %s of image %s: resources are named %s*", build_id, image, resources.name(build_id, ""))
     built: BuiltImage | None = None
+    symbols = SymbolPlan(rewrites=[], status=LEFT_TO_WAZI)
     mover: MoverResources | None = None
     outcome = "failed"
     products: dict[str, Any] = {}
@@ -250,7 +262,10 @@ def _deploy_vsi(
     try:
         check_image_free(store, ledger)  # two builds of one image never run at once
         built, staged = _stage(config, image, generations)
-        mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, waits.lifetime, ssh_from)
+        symbols = find_ieasym(config, image, read_manifests(config, image, built.generations))
+        logger.info("network symbols %s", symbols.status)
+        mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, waits.lifetime, ssh_from,
+                                symbols.mover_jobs())
         convert_started = time.monotonic()
         report = wait_for_mover(cloud, store, image, build_id, mover.instance, waits.deadline_s, waits.stale_s,
                                 flow_run_id)
@@ -266,7 +281,8 @@ def _deploy_vsi(
         torn = teardown_once(cloud, ledger, store)
         if not torn.failures:  # otherwise the failure hook tries once more
             torn.attempt(f"ledger of build {build_id}", lambda: ledger.finish(ok=outcome == "succeeded"))
-        _artifacts(image, build_id, built, mover, products, report, torn, outcome, time.monotonic() - started)
+        _artifacts(image, build_id, built, mover, products, report, torn, outcome, time.monotonic() - started,
+                   symbols.status)
     if torn.failures:
         raise RuntimeError(
             f"build {build_id}: teardown failed {len(torn.failures)} time(s); run reap-orphans. "
@@ -287,10 +303,14 @@ def _deploy_vsi(
         **({"qcow2_root_key": products["qcow2_root_key"]} if "qcow2_root_key" in products else {}),
         "convert_seconds": round(convert_seconds, 1),
         "mover_report": {k: report.get(k) for k in ("seconds", "totals", "phases")},
+        "network_symbols": symbols.status,
+        "deployed_sha256": {
+            v["name"]: v["deployed-sha256"] for v in report.get("volumes") or [] if v.get("deployed-sha256")
+        },
         "deleted": [f"{r['kind']} {r['name']}" for r in torn.deleted],
         "seconds": round(time.monotonic() - started, 1),
     }
-    return summary
+    return deploy_outcome(summary, symbols, f"image {image} deployed")
 
 
 def _artifacts(
@@ -303,6 +323,7 @@ def _artifacts(
     torn: TeardownResult,
     outcome: str,
     seconds: float,
+    symbols: str,
 ) -> None:
     lines = [f"# Deploy of image {image}: {outcome}", ""]
     if built is not None:
@@ -319,6 +340,10 @@ def _artifacts(
         totals = report.get("totals") or {}
         lines.append(f"- conversion: {human(totals.get('bytes') or 0)} in {report.get('seconds')} s "
                      f"({totals.get('mb-per-s')} MB/s)")
+        lines += [f"- `{v['name']}`: extracted sha256 `{v['sha256']}`, deployed `{v['deployed-sha256']}`"
+                  for v in report.get("volumes") or [] if v.get("deployed-sha256")]
+    if built is not None:
+        lines.append(f"- network symbols {symbols}")
     if products:
         img, snap = products["image"], products["snapshot"]
         lines += [

@@ -89,7 +89,7 @@ def run_mover(
     reader.start()
     answer: dict[str, Any] | None = None
     try:
-        zipapp = build_zipapp(datasets=True)  # the host rewrites IEASYM members
+        zipapp = build_zipapp()  # the whole mover: the host reads and rewrites IEASYM members
         try:
             channel.sendall(f"{len(zipapp)}\n".encode() + zipapp + json.dumps(job).encode() + b"\n")
         except OSError:

@@ -129,6 +129,7 @@ def document(
     jobs: int | None = None,
     progress_every: float = 15.0,
     wheels: Sequence[tuple[str, str, str]] = (),
+    rewrites: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The mover configuration (as a dict) and how many part URLs it holds."""
     image = built.image
@@ -158,6 +159,8 @@ def document(
     }
     if jobs:
         doc["jobs"] = jobs
+    if rewrites:
+        doc["rewrites"] = list(rewrites)
     if wheels:
         doc["accelerators"] = [
             {"name": name, "url": store.presign_get(key, expires_s), "sha256": digest} for name, key, digest in wheels
@@ -178,6 +181,7 @@ def write(
     jobs: int | None = None,
     progress_every: float = 15.0,
     wheels: Sequence[Path] = (),
+    rewrites: Sequence[Mapping[str, Any]] | None = None,
 ) -> MoverConfigObject:
     """Start the qcow2's multipart upload, store the mover configuration and presign the URL the
     user data carries, all under the build's prefix (nothing of an earlier build is reused)."""
@@ -189,6 +193,7 @@ def write(
     doc, parts = document(
         store, built, build, layout=layout, key_layout=key_layout, attachments=attachments, upload_id=upload_id,
         boot_disk_gb=boot_disk_gb, expires_s=expires, jobs=jobs, progress_every=progress_every, wheels=staged_wheels,
+        rewrites=rewrites,
     )
     body = json.dumps(doc, indent=1).encode()
     key = objects.mover_config_key(image, build)
@@ -196,8 +201,9 @@ def write(
     url = store.presign_get(key, lifetime.config)
     log.info(
         "mover configuration %s: %d object URLs, %d qcow2 part URLs, %d bytes, URLs valid %.1f h "
-        "(the configuration's own %.0f min)",
+        "(the configuration's own %.0f min), %d member rewrite(s)",
         store.describe(key), len(doc["objects"]["urls"]), parts, len(body), expires / 3600, lifetime.config / 60,
+        len(rewrites or ()),
     )
     return MoverConfigObject(key, upload_id, url, parts, expires, len(body))
 

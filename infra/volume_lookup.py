@@ -92,7 +92,7 @@ class VolumeLookup:
         try:
             if self._zipapp is None:
                 with sftp.open(self._prefix + ".pyz", "wb") as f:
-                    f.write(build_zipapp(datasets=True, mode="lookup"))
+                    f.write(build_zipapp(mode="lookup"))
                 self._zipapp = self._prefix + ".pyz"
             with sftp.open(request_path, "wb") as f:
                 f.write(json.dumps(request).encode())

@@ -6,7 +6,6 @@ the short-lived pull key authorised on the storage server only for as long as it
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable
@@ -21,14 +20,12 @@ from infra import ssh
 from infra.configfile import load_config
 from infra.mover_local import percent_of
 from infra.staging_store import open_store
-from infra.volume_lookup import VolumeLookup, check_ipl_chain, volume_files
 from tasks.build import read_manifests
+from tasks.ipl import ieasym_rewrites
 from zimage import host_set, staging
 from zimage.build import BuiltImage, build_image
 from zimage.config import Config, Host
-from zimage.host_symbols import SymbolPlan, not_written, plan_symbols
-from zimage.ipl_chain import chain_input
-from zimage.manifests import ComponentManifest
+from zimage.host_symbols import SymbolPlan
 
 DataPath = Literal["direct", "local", "relay"]
 
@@ -79,16 +76,6 @@ def choose_path(cfg: Config, host: Host, state: host_set.HostState) -> DataPath:
     return "relay"
 
 
-def symbols(cfg: Config, host: Host, image: str, manifests: dict[str, ComponentManifest]) -> SymbolPlan:
-    """Which IEASYMxx members get the host's network values: the IPL chain, read on the storage server."""
-    try:
-        with VolumeLookup(cfg.storage) as lookup:
-            result = check_ipl_chain(lookup, chain_input(cfg, image), volume_files(cfg, manifests))
-    except Exception as exc:  # the deploy goes on without them, and says so
-        return not_written(f"the IPL chain could not be read on the storage server: {type(exc).__name__}: {exc}")
-    return plan_symbols(result.evaluation.ieasym, host_set.network_of(host, cfg.image(image)))
-
-
 def plan_deploy(
     config: str, image: str, host_name: str, generations: dict[str, str] | None = None
 ) -> tuple[BuiltImage, host_set.DeployedSet, host_set.HostState, host_set.HostPlan, DataPath]:
@@ -99,19 +86,13 @@ def plan_deploy(
     built = build_image(cfg, image, manifests)
     state = probe(cfg, host, image)
     path = choose_path(cfg, host, state)
-    status = symbols(cfg, host, image, manifests).status
+    status = ieasym_rewrites(cfg, image, manifests, host_set.network_of(host, cfg.image(image))).status
     document = host_set.new_set(host, cfg.image(image), built, _devmap(cfg, host, image, built), status)
     return built, document, state, host_set.plan(host, built, document, state), path
 
 
 def _devmap(cfg: Config, host: Host, image: str, built: BuiltImage) -> str:
     return host_set.host_devmap(host, cfg.image(image), built)
-
-
-@task(name="find-ieasym", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def find_symbols(config: str, host_name: str, image: str, manifests: dict[str, ComponentManifest]) -> SymbolPlan:
-    cfg = load_config(config)
-    return symbols(cfg, cfg.host(host_name), image, manifests)
 
 
 @task(name="probe-host", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -170,11 +151,7 @@ def deploy_set(
         "action": "deploy", **_base_job(host, image), "set": document.set, "data_path": path, "volumes": volumes,
         "files": {"devmap": _devmap(cfg, host, image, built), "ipl": host_set.ipl_command(cfg.image(image))},
         "set_document": document.model_dump(mode="json"), "remove": plan.removed, "progress_every": 2.0,
-        "rewrites": [
-            {"volser": r.volser, "dsn": r.dsn, "member": r.member,
-             "records": [base64.b64encode(x).decode() for x in r.records]}
-            for r in rewrites.rewrites
-        ],
+        "rewrites": rewrites.mover_jobs(),
     }  # fmt: skip
     logger.info("host %s: set %s, data path %s", host.name, document.set, path)
     with ssh.connect(host) as session:

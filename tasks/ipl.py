@@ -1,5 +1,6 @@
-"""Task of the IPL-chain check: read the chosen generations' manifests, then follow the chain on the
-staged volumes where they lie (the storage server), logging what was read and how fast."""
+"""Tasks of the IPL chain: the check (read the chosen generations' manifests, then follow the chain on
+the staged volumes where they lie, the storage server, logging what was read and how fast), and the
+IEASYMxx members a target's network symbols go into."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra.configfile import load_config
-from infra.volume_lookup import ipl_report
+from infra.volume_lookup import VolumeLookup, ipl_report, volume_files
+from infra.volume_lookup import check_ipl_chain as follow_chain
 from tasks.build import read_manifests
 from tasks.retry import retryable
+from zimage import host_set
+from zimage.config import Config, Network
+from zimage.host_symbols import LEFT_TO_WAZI, SymbolPlan, not_written, plan_symbols, requested_network
+from zimage.ipl_chain import chain_input
 from zimage.ipl_report import IplReport
+from zimage.manifests import ComponentManifest
 
 RETRIES = 2
 
@@ -43,3 +50,29 @@ def check_ipl_chain(config: str, image: str, generations: dict[str, str] | None 
     for step in report.steps:
         log.info("IPL chain of %s: %s", image, step)
     return report
+
+
+def ieasym_rewrites(
+    cfg: Config, image: str, manifests: dict[str, ComponentManifest], network: Network
+) -> SymbolPlan:
+    """The IEASYMxx members the IPL chain leads to, read on the storage server, with `network` set in them."""
+    try:
+        with VolumeLookup(cfg.storage) as lookup:
+            result = follow_chain(lookup, chain_input(cfg, image), volume_files(cfg, manifests))
+    except Exception as exc:  # the deploy goes on without them, and its state and summary say so
+        return not_written(f"the IPL chain could not be read on the storage server: {type(exc).__name__}: {exc}")
+    return plan_symbols(result.evaluation.ieasym, network)
+
+
+@task(name="find-ieasym", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def find_ieasym(
+    config: str, image: str, manifests: dict[str, ComponentManifest], host: str | None = None
+) -> SymbolPlan:
+    """What the deployed copy of the IEASYMxx members gets: an emulator host's network values, or for
+    IBM Cloud the image's when the config gives them (Wazi aaS sets its own otherwise)."""
+    cfg = load_config(config)
+    spec = cfg.image(image)
+    network = host_set.network_of(cfg.host(host), spec) if host is not None else requested_network(spec)
+    if network is None:
+        return SymbolPlan(rewrites=[], status=LEFT_TO_WAZI)
+    return ieasym_rewrites(cfg, image, manifests, network)

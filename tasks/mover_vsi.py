@@ -147,6 +147,7 @@ def provision_mover(
     mover_image: Resource,
     lifetime: mover_config.Lifetimes,
     ssh_from: str = "0.0.0.0/0",
+    rewrites: list[dict[str, Any]] | None = None,
 ) -> MoverResources:
     """VPC, subnet, security group, key, volumes, mover configuration, instance (and a floating
     IP when SSH access is asked for), each waited for until usable."""
@@ -187,7 +188,7 @@ def provision_mover(
     written = mover_config.write(
         store, built, build, layout=cfg.image(built.image).layout, attachments=ATTACHMENTS,
         boot_disk_gb=sizes["boot"], key_layout=target.cos.key_layout, lifetime=lifetime, jobs=mover.jobs,
-        wheels=[Path(w) for w in mover.accelerator_wheels],
+        wheels=[Path(w) for w in mover.accelerator_wheels], rewrites=rewrites,
     )
     user_data = mover_config.user_data(written.config_url)
     instance = mover_instance(

@@ -64,3 +64,18 @@ def test_plan_shows_user_data_without_secrets(monkeypatch: pytest.MonkeyPatch) -
 def test_plan_unknown_image() -> None:
     code, _, err = run("plan", str(EXAMPLE), "--image", "nope")
     assert code == 2 and "zos25-dev" in err
+
+
+def test_plan_says_who_sets_the_network_symbols(tmp_path: Path) -> None:
+    code, out, _ = run("plan", str(EXAMPLE), "--image", "zos25-dev")
+    assert code == 0 and "network symbols: left to Wazi aaS, which sets HOMEIPADDRESS1" in out
+    given = tmp_path / "given.yaml"
+    text = EXAMPLE.read_text()
+    wazi = "network: {HOMEIPADDRESS1: 172.26.1.2, DEFAULTROUTEADDR: 172.26.1.1, NAMESERVERADDR1: 172.26.1.1}"
+    assert wazi in text  # the example gives Wazi aaS's own values: nothing for the mover to write
+    own = "network: {HOMEIPADDRESS1: 10.1.1.2, DEFAULTROUTEADDR: 10.1.1.1, NAMESERVERADDR1: 10.1.1.9}"
+    given.write_text(text.replace(wazi, own, 1))
+    code, out, _ = run("plan", str(given), "--image", "zos25-dev")
+    assert code == 0, out
+    assert ("network symbols: HOMEIPADDRESS1=10.1.1.2, DEFAULTROUTEADDR=10.1.1.1, NAMESERVERADDR1=10.1.1.9, "
+            "written by the mover into the IEASYMxx members") in out

@@ -8,6 +8,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import struct
 import subprocess
 import zlib
@@ -21,6 +22,7 @@ from datamover.errors import MoverError
 from datamover.manifest import parse_manifest
 from datamover.moverconfig import SCHEMA, PresignedMultipart, PutTarget, S3Target, parse_config
 from datamover.package import build_zipapp, minify
+from datamover.rewrite import member_jobs
 from datamover.sink import SparseWriter
 from tests.support.datamover import MoverObjects, e2fsck_clean, run_datamover
 from tests.support.volumes import dasd_volume, synthetic_volume
@@ -229,7 +231,7 @@ def test_zipapp_is_small_deterministic_and_strips_only_comments_and_docstrings()
     # user data <= 64 KiB holds the zipapp in base64, the cloud-init wrapper and one presigned URL;
     # each mode's zipapp holds only what its run imports
     assert len(build_zipapp(mode="export")) < 40 * 1024 < len(build_zipapp())
-    assert len(first) < 32 * 1024 and len(base64.b64encode(first)) + 4096 < 64 * 1024
+    assert len(first) < 44 * 1024 and len(base64.b64encode(first)) + 4096 < 64 * 1024
     source = (
         'def f():\n    """doc"""\n    x = """a\n\n  b"""  # note\n    return x\n'
         'class E(Exception):\n    """only"""\n'
@@ -281,13 +283,13 @@ def test_space_check_names_the_volume_that_cannot_fit(tmp_path: Path) -> None:
     check_space(Inputs(parse_manifest(_manifest(size=1)), b"", None, {"MN25S2": "data"}), {"data": str(tmp_path)})
 
 
-@pytest.mark.parametrize("mode", [None, "vsi", "export", "datasets"])
+@pytest.mark.parametrize("mode", [None, "vsi", "export", "lookup"])
 def test_every_module_of_each_zipapp_imports_on_python_3_8(mode: str | None, tmp_path: Path) -> None:
     python = next(iter(sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))), None)
     if python is None:
         pytest.skip("no Python 3.8 here (the oldest a storage server or emulator host may run)")
     zipapp = tmp_path / "mover.pyz"
-    zipapp.write_bytes(build_zipapp(datasets=True) if mode == "datasets" else build_zipapp(mode=mode))
+    zipapp.write_bytes(build_zipapp(mode=mode))
     probe = (
         "import importlib, sys, zipfile\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -298,3 +300,36 @@ def test_every_module_of_each_zipapp_imports_on_python_3_8(mode: str | None, tmp
     )
     done = subprocess.run([str(python), "-c", probe, str(zipapp)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
+# --- member rewrites in the mover configuration and the deploy job ---
+
+
+def _rewrite(**changes: object) -> dict[str, object]:
+    return {"volser": "MN25S2", "dsn": "sys1.parmlib", "member": "ieasym00",
+            "records": [base64.b64encode(b"\x40" * 80).decode()], **changes}  # fmt: skip
+
+
+def test_member_jobs_are_checked_whole_before_anything_is_written() -> None:
+    (job,) = member_jobs([_rewrite()], "rewrites")
+    assert (job.volser, job.dsn, job.member, job.records) == ("MN25S2", "SYS1.PARMLIB", "IEASYM00", (b"\x40" * 80,))
+    assert member_jobs(None, "rewrites") == []
+    bad = {
+        "expected a list": {"volser": "X"},
+        "rewrites[0]: expected an object with exactly volser, dsn, member and records": [{"volser": "MN25S2"}],
+        "rewrites[0].records: expected a non-empty list of base64 strings": [_rewrite(records=[])],
+        "rewrites[0].records: not base64": [_rewrite(records=["not base64!"])],
+        "rewrites[0]: 'SYS1..PARMLIB' is not a data set name": [_rewrite(dsn="SYS1..PARMLIB")],
+        "rewrites[0]: '9BAD' is not a member name": [_rewrite(member="9BAD")],
+        "rewrites[0].volser: 'mn25s2x' is not a VOLSER": [_rewrite(volser="mn25s2x")],
+        "rewrites[0]: dsn and member must be strings": [_rewrite(member=1)],
+    }
+    for message, value in bad.items():
+        with pytest.raises(MoverError, match=re.escape(message)):
+            member_jobs(value, "rewrites")
+
+
+def test_the_mover_configuration_carries_rewrites_as_a_list() -> None:
+    assert parse_config(json.dumps(_config(rewrites=[_rewrite()])).encode()).rewrites == [_rewrite()]
+    with pytest.raises(MoverError, match="rewrites: dict is the wrong type"):
+        parse_config(json.dumps(_config(rewrites={})).encode())

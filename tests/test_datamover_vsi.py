@@ -4,6 +4,7 @@ directory and mounted with -o loop (root only; skipped elsewhere)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -192,3 +193,23 @@ def test_vsi_converts_reference_style_metadata_under_the_configured_image_name(
     data = vsi_emulation.devices["data"]
     assert ext2_dump(data, "/ZRES01", tmp_path / "z.back") == mover_objects.raw["ZRES01"].read_bytes()
     assert ext2_dump(data, "/env-overrides", tmp_path / "e.back") == b"ZOS_SYSTEM=S0W1\n"
+
+
+def test_vsi_refuses_a_rewrite_of_a_volume_the_image_does_not_hold_before_formatting(
+    vsi_emulation: VsiEmulation, object_server: ObjectServer, mover_objects: MoverObjects, tmp_path: Path
+) -> None:
+    _volumes(mover_objects, tmp_path)
+    record = base64.b64encode(b"\x40" * 80).decode()
+    rewrite = {"volser": "NOPE01", "dsn": "SYS1.PARMLIB", "member": "IEASYM00", "records": [record]}
+    config = _presigned(object_server, mover_objects.write(), rewrites=[rewrite])
+    sizes = {role: path.stat().st_blocks for role, path in vsi_emulation.devices.items()}
+
+    done = _run(vsi_emulation, object_server, config)
+
+    assert done.returncode == 1
+    report = json.loads(object_server.state.uploads["/up/report.json?X-Amz-Signature=s"])
+    assert report["error"] == (
+        "mover configuration: rewrites of volumes the image does not hold: NOPE01:SYS1.PARMLIB(IEASYM00)"
+    )
+    assert {role: path.stat().st_blocks for role, path in vsi_emulation.devices.items()} == sizes  # not formatted
+    _no_mounts(vsi_emulation)

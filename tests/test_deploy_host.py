@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.deploy_host import STATE_WITHOUT_SYMBOLS, deploy_host
+from flows.deploy_host import deploy_host
+from flows.outcome import STATE_WITHOUT_SYMBOLS
 from flows.refresh import refresh
 from infra.configfile import load_config
 from tasks.build import read_manifests

@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 
 from flows.deploy_host import deploy_host
 from tests.support.host_site import HOST, IMAGE, HostSite, sha256, start_site
-from tests.support.ipl_system import build_system
-from zimage.ebcdic import ibm1047_decode
+from tests.support.ipl_system import build_system, unload_member
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -41,17 +39,6 @@ def symbol_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None)
         site.stop()
 
 
-def _member(volume: Path, dsn: str, member: str, out: Path) -> str:
-    """The member as text, unloaded by Hercules dasdpdsu (its own reading of VTOC, directory, blocks)."""
-    if shutil.which("dasdpdsu") is None:
-        pytest.skip("Hercules dasdpdsu is not installed")
-    out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["dasdpdsu", str(volume), dsn], cwd=out, capture_output=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    data = (out / f"{member.lower()}.mac").read_bytes()  # EBCDIC, 80-byte records
-    return "\n".join(ibm1047_decode(data[i : i + 80]) for i in range(0, len(data), 80))
-
-
 def test_the_host_network_lands_in_the_deployed_ieasym_members(symbol_site: HostSite, tmp_path: Path) -> None:
     site = symbol_site
     staged = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (site.root / "staging").rglob("*.gz")}
@@ -60,8 +47,8 @@ def test_the_host_network_lands_in_the_deployed_ieasym_members(symbol_site: Host
     result = state.result()
     assert result["network_symbols"].startswith("written: "), result["network_symbols"]
     current = site.image_dir / "current"
-    ieasym00 = _member(current / "MN25S2", "SYS1.PARMLIB", "IEASYM00", tmp_path / "s2")
-    ieasym01 = _member(current / "MN25U1", "USER.PARMLIB", "IEASYM01", tmp_path / "u1")
+    ieasym00 = unload_member(current / "MN25S2", "SYS1.PARMLIB", "IEASYM00", tmp_path / "s2")
+    ieasym01 = unload_member(current / "MN25U1", "USER.PARMLIB", "IEASYM01", tmp_path / "u1")
     assert "SYMDEF(&HOMEIPADDRESS1.='10.1.1.2')" in ieasym00
     assert "SYMDEF(&DEFAULTROUTEADDR.='10.1.1.1')" in ieasym00
     assert "SYMDEF(&NAMESERVERADDR1.='10.1.1.9')" in ieasym01
@@ -85,5 +72,5 @@ def test_the_host_network_lands_in_the_deployed_ieasym_members(symbol_site: Host
     again = deploy_host(site.config(network={**NETWORK, "NAMESERVERADDR1": "10.1.1.8"}), IMAGE, HOST)
     assert {v["volser"]: v["origin"] for v in again["volumes"]} == dict.fromkeys(("MN25S2", "MN25U1", "MN25T1"),
                                                                                   "reused")  # fmt: skip
-    assert "SYMDEF(&NAMESERVERADDR1.='10.1.1.8')" in _member(current / "MN25U1", "USER.PARMLIB", "IEASYM01",
+    assert "SYMDEF(&NAMESERVERADDR1.='10.1.1.8')" in unload_member(current / "MN25U1", "USER.PARMLIB", "IEASYM01",
                                                              tmp_path / "u1b")  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.vsi_emulator import IMAGE, DeploySite, VsiEmulator
 from zimage import objects, resources
+from zimage.host_symbols import LEFT_TO_WAZI
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -23,6 +24,7 @@ def test_deploy_makes_the_image_and_snapshot_and_leaves_nothing_else(
     site = deploy_site
     summary = site.deploy()
 
+    assert summary["network_symbols"] == LEFT_TO_WAZI and summary["deployed_sha256"] == {}
     assert site.fake.leftovers() == []
     images, snapshots = site.products()
     assert images == [IMAGE] and snapshots == [f"{IMAGE}-data"]

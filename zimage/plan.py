@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from zimage import objects, resources, sizing
-from zimage.config import Config
+from zimage.config import Config, Image
+from zimage.host_symbols import LEFT_TO_WAZI, requested_network
 
 
 class PlannedResource(BaseModel):
@@ -31,6 +32,7 @@ class Plan(BaseModel):
     objects: list[PlannedObject]
     key_layout: str = "per-image"
     user_data_bytes: int | None = None
+    network_symbols: str = ""
 
     def text(self) -> str:
         lines = [
@@ -49,6 +51,7 @@ class Plan(BaseModel):
             size = f"  ({sizing.human(obj.size)} uncompressed)" if obj.size else ""
             source = f"  (from {obj.source})" if obj.source else ""
             lines.append(f"  {obj.key}{size}{source}")
+        lines += ["", f"network symbols: {self.network_symbols}"]
         if self.user_data_bytes is not None:
             lines += ["", f"user data: {self.user_data_bytes} bytes of {64 * 1024} allowed"]
         return "\n".join(lines) + "\n"
@@ -122,4 +125,14 @@ def plan(cfg: Config, image_name: str, build_id: str = "b0000000", user_data_byt
         objects=objs,
         key_layout=key_layout,
         user_data_bytes=user_data_bytes,
+        network_symbols=_network_symbols(image),
     )
+
+
+def _network_symbols(image: Image) -> str:
+    network = requested_network(image)
+    if network is None:
+        return LEFT_TO_WAZI
+    values = ", ".join(f"{k}={v}" for k, v in network.model_dump().items())
+    return (f"{values}, written by the mover into the IEASYMxx members the IPL chain leads to "
+            "(read on the storage server when the deploy runs)")

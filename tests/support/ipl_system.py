@@ -15,15 +15,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from infra.volume_lookup import VolumeFile
 from tests.support.pds import Dataset, add_members, cards, load_volume
+from zimage.ebcdic import ibm1047_decode
 from zimage.ipl_chain import ChainInput
 from zimage.manifests import ComponentManifest, StagedVolume
 
@@ -215,3 +218,14 @@ def config(sshd: Any, tmp: Path, root: Path, loadparm: str = "0A82CS", parmlib: 
     path = tmp / "zimage.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def unload_member(volume: Path, dsn: str, member: str, out: Path) -> str:
+    """The member as text, unloaded by Hercules dasdpdsu (its own reading of VTOC, directory, blocks)."""
+    if shutil.which("dasdpdsu") is None:
+        pytest.skip("Hercules dasdpdsu is not installed")
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["dasdpdsu", str(volume), dsn], cwd=out, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = (out / f"{member.lower()}.mac").read_bytes()  # EBCDIC, 80-byte records
+    return "\n".join(ibm1047_decode(data[i : i + 80]) for i in range(0, len(data), 80))

@@ -191,9 +191,10 @@ def site_config(
     agent_options: str = "",
     volumes: dict[str, tuple[str, list[tuple[str, str]]]] | None = None,
     cylinders: int = 10,
+    image: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """A config with a local source under `root`, staging under `root` (or the given storage),
-    and the given target section."""
+    and the given target section; `image` overrides keys of the image."""
     python = sys.executable
     volumes = volumes or VOLUMES
     return {
@@ -211,7 +212,7 @@ def site_config(
             for name, (kind, vols) in volumes.items()
         ],
         "images": [{"name": IMAGE, "components": list(volumes), "os": "zos-2-5-s390x-dev-test-byol",
-                    "ipl": {"device": "0A80", "loadparm": "0A82CSM1"}}],
+                    "ipl": {"device": "0A80", "loadparm": "0A82CSM1"}, **(image or {})}],
     }
 
 
