@@ -7,7 +7,7 @@ Starts two sshd's on 127.0.0.1 (storage and host, as the tests do), writes a vol
 `--random-share` is incompressible, gzips it onto the storage server, then in each round runs
 `scp` of the .gz from storage to the host's disk (the baseline) and the data mover's deploy of that
 volume on the host (pull over the host's own ssh + SFTP, gunzip, sha256, VOL1, sparse write, set
-switch). Prints compressed MB/s of both and the median ratio. With --memory-mb, deploys volumes of
+switch), each round into an image of its own so that the volume is pulled, never copied on the host. Prints compressed MB/s of both and the median ratio. With --memory-mb, deploys volumes of
 those sizes and prints the mover's peak RSS for each (flat in volume size: the stream is bounded).
 """
 
@@ -130,10 +130,16 @@ def main() -> None:
             base = time.perf_counter() - began
             target.unlink()
             began = time.perf_counter()
-            result = deploy(storage_cfg, host_cfg, "bench", volume, n)
+            # an image of its own each round: a set already on the host would be copied there, not pulled
+            result = deploy(storage_cfg, host_cfg, f"bench{n}", volume, n)
             mine = time.perf_counter() - began
+            shutil.rmtree(work / "host" / f"bench{n}")
+            assert result["volumes"][0]["origin"] == "transferred", result
             ratios.append(base / mine)
             rates.append((gz_mb / base, gz_mb / mine, result["peak_rss_kb"]))
+            cpu = result["cpu_seconds"]
+            print(f"  round {n + 1}: scp {base:.2f} s, deploy {mine:.2f} s (host-side CPU: mover {cpu['mover']:.2f} s, "
+                  f"its ssh {cpu['ssh']:.2f} s)", flush=True)
         best_base, best_mine = max(r[0] for r in rates), max(r[1] for r in rates)
         print(f"storage -> host, {gz_mb:.0f} MB compressed ({volume['size'] / 1e6:.0f} MB volume):")
         print(f"  OpenSSH scp            {best_base:7.1f} MB/s")
@@ -145,7 +151,8 @@ def main() -> None:
             raw = work / f"MEM{i:03d}.raw"
             vol = stage(raw, make_volume(raw, mb << 20, args.random_share, seed=2 + i), work / "staging", f"MEM{i:03d}")
             raw.unlink()
-            result = deploy(storage_cfg, host_cfg, "bench", vol, 1000 + i)
+            result = deploy(storage_cfg, host_cfg, f"mem{i}", vol, 1000 + i)
+            shutil.rmtree(work / "host" / f"mem{i}")
             print(f"  peak RSS of the host-side mover, {mb:5d} MiB volume: {result['peak_rss_kb'] / 1024:6.1f} MiB")
         print(f"(workdir {work}; started {datetime.now(UTC):%H:%M:%S} UTC)")
     finally:

@@ -14,15 +14,18 @@ _Item = Union[bytes, BaseException]
 
 class Prefetcher:
     """Iterates over the chunks of `reader`; the compressed bytes' sha256 is computed on the
-    reading thread. Always close() it (also when the consumer stops early)."""
+    reading thread (unless `hashed` is false). Always close() it (also when the consumer stops early)."""
 
-    def __init__(self, reader: Reader, chunk: int, on_bytes: Callable[[int], None], depth: int = 4) -> None:
+    def __init__(
+        self, reader: Reader, chunk: int, on_bytes: Callable[[int], None], depth: int = 4, hashed: bool = True
+    ) -> None:
         self._reader = reader
         self._chunk = chunk
         self._on_bytes = on_bytes
         self._queue: queue.Queue[_Item] = queue.Queue(depth)
         self._stop = threading.Event()
         self.digest = hashlib.sha256()
+        self._hashed = hashed
         self.count = 0
         self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
         self._thread.start()
@@ -31,7 +34,8 @@ class Prefetcher:
         try:
             while True:
                 data = self._reader.read(self._chunk)
-                self.digest.update(data)
+                if self._hashed:
+                    self.digest.update(data)
                 self.count += len(data)
                 if not self._put(data) or not data:
                     return

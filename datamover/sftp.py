@@ -93,12 +93,16 @@ class SftpConnection:
         self._send(kind, struct.pack(">I", rid) + payload)
         return rid
 
-    def _reply(self, rid: int, what: str) -> tuple[int, bytes]:
-        kind, body = self._receive()
-        (got,) = struct.unpack_from(">I", body)
+    def _reply_head(self, rid: int, what: str) -> tuple[int, int]:
+        """The kind of the next reply and how many of its bytes follow its request id."""
+        length, kind, got = struct.unpack(">IBI", self._exact(9))
         if got != rid:
             raise SftpError(f"{self.where}: {what}: reply {got} to request {rid}")
-        return kind, body[4:]
+        return kind, length - 5
+
+    def _reply(self, rid: int, what: str) -> tuple[int, bytes]:
+        kind, rest = self._reply_head(rid, what)
+        return kind, self._exact(rest)
 
     def _status(self, body: bytes, what: str) -> SftpError:
         code, length = struct.unpack_from(">II", body)
@@ -136,7 +140,8 @@ class SftpConnection:
 
 
 class SftpReader:
-    """Sequential reads of one remote file with IN_FLIGHT requests outstanding."""
+    """Sequential reads of one remote file with IN_FLIGHT requests outstanding; each read returns
+    what one reply holds (or `size` of it), so the bytes are not copied again to fill a size."""
 
     def __init__(self, conn: SftpConnection, path: str, handle: bytes) -> None:
         self._conn = conn
@@ -145,8 +150,7 @@ class SftpReader:
         self._pending: deque[tuple[int, int]] = deque()  # (request id, offset), in order
         self._next = 0  # offset of the next request to send
         self._ask = REQUEST
-        self._chunks: deque[bytes] = deque()  # read ahead, not yet returned
-        self._buffered = 0
+        self._chunks: deque[bytes] = deque()  # read, not yet returned
         self._eof = False
         self._closed = False
 
@@ -158,16 +162,21 @@ class SftpReader:
 
     def _take(self) -> Optional[bytes]:
         rid, offset = self._pending.popleft()
-        kind, body = self._conn._reply(rid, f"read {self._path}")
-        if kind == _STATUS:
+        what = f"read {self._path}"
+        kind, rest = self._conn._reply_head(rid, what)
+        if kind == _DATA:  # the data read straight from the stream: one copy, no slicing
+            (length,) = struct.unpack(">I", self._conn._exact(4))
+            if length != rest - 4:
+                raise SftpError(f"{self._conn.where}: {what}: a data reply of {rest} bytes says {length}")
+            data = self._conn._exact(length)
+        elif kind == _STATUS:
+            body = self._conn._exact(rest)
             (code,) = struct.unpack_from(">I", body)
             if code == _EOF:
                 return None
             raise self._conn._status(body, f"read {self._path} at {offset}")
-        if kind != _DATA:
-            raise SftpError(f"{self._conn.where}: read {self._path}: unexpected reply type {kind}")
-        (length,) = struct.unpack_from(">I", body)
-        data = body[4 : 4 + length]
+        else:
+            raise SftpError(f"{self._conn.where}: {what}: unexpected reply type {kind}")
         if length < self._ask:
             # short read (the server's limit, or the end of the file): what was asked beyond it is
             # asked again from where it ended, in pieces the server answers whole
@@ -182,7 +191,8 @@ class SftpReader:
             self._conn._reply(rid, f"read {self._path}")
 
     def read(self, size: int) -> bytes:
-        while self._buffered < size and not self._eof:
+        """The next bytes of the file, at most `size` (fewer when a reply holds fewer); b"" at its end."""
+        while not self._chunks and not self._eof:
             self._fill()
             data = self._take()
             if data is None:
@@ -190,20 +200,13 @@ class SftpReader:
                 self._discard()
             elif data:
                 self._chunks.append(data)
-                self._buffered += len(data)
-        if len(self._chunks) == 1 and self._buffered <= size:  # the common case: no copy
-            self._buffered = 0
-            return self._chunks.popleft()
-        out = bytearray()
-        while self._chunks and len(out) < size:
-            chunk = self._chunks.popleft()
-            room = size - len(out)
-            if len(chunk) > room:
-                self._chunks.appendleft(chunk[room:])
-                chunk = chunk[:room]
-            out += chunk
-        self._buffered -= len(out)
-        return bytes(out)
+        if not self._chunks:
+            return b""
+        chunk = self._chunks.popleft()
+        if len(chunk) > size:
+            self._chunks.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        return chunk
 
     def close(self) -> None:
         if self._closed:

@@ -86,7 +86,7 @@ class Uploader:
             )
 
         def send(number: int, body: FileSlice, length: int) -> str:
-            return _put_part(spec.part_urls[number - 1], {}, body, length, f"upload {what} part {number}")
+            return put_part(spec.part_urls[number - 1], {}, body, length, f"upload {what} part {number}")
 
         try:
             etags = _parts(fd, size, spec.part_size, spec.concurrency, send, what)
@@ -105,7 +105,7 @@ class Uploader:
 
         def send(number: int, body: FileSlice, length: int) -> str:
             url, headers = client.part_url(spec.key, upload_id, number)
-            return _put_part(url, headers, body, length, f"upload {what} part {number}")
+            return put_part(url, headers, body, length, f"upload {what} part {number}")
 
         try:
             etags = _parts(fd, size, part, spec.concurrency, send, what)
@@ -130,10 +130,10 @@ def abort_presigned(spec: PresignedMultipart, what: str) -> None:
 
 def send_part(url: str, data: bytes, what: str) -> str:
     """One part held in memory, retried on transient failures; its ETag."""
-    return web.retry(what, 4, lambda: _put_part(url, {}, data, len(data), what))
+    return web.retry(what, 4, lambda: put_part(url, {}, data, len(data), what))
 
 
-def _put_part(url: str, headers: dict[str, str], body: Union[FileSlice, bytes], length: int, what: str) -> str:
+def put_part(url: str, headers: dict[str, str], body: Union[FileSlice, bytes], length: int, what: str) -> str:
     resp = web.request("PUT", url, {**headers, "Content-Length": str(length)}, body)
     web.expect(resp, what)
     resp.read()

@@ -53,6 +53,10 @@ class NoPython(HostError):
     pass
 
 
+class Unreachable(HostError):
+    """The mover could not reach what it was sent to reach (the object store, from a storage server)."""
+
+
 def mover_command(host: Host, image: str) -> str:
     # the trailing words name the process on the host (ps shows them)
     return f"{shlex.quote(host.python)} -c {shlex.quote(BOOTSTRAP)} zimage-deploy-host {shlex.quote(image)}"
@@ -72,11 +76,31 @@ def run_mover(
 
     `open_volume(file_name)` gives the bytes of a staged file for the relay (reader, size).
     """
+    return run_job(
+        session, host.python, f"host {host.name}", ssh.where(host), "hosts[].python", mover_command(host, job["image"]),
+        job, on_line, open_volume,
+    )
+
+
+def run_job(
+    session: ssh.SshSession,
+    python: str,
+    who: str,
+    where: str,
+    python_key: str,
+    command: str,
+    job: dict[str, Any],
+    on_line: Callable[[str], None],
+    open_volume: VolumeOpener | None = None,
+) -> dict[str, Any]:
+    """Send the whole mover and `job` to `command` (BOOTSTRAP under `python`) over `session`; the
+    mover's stderr lines go to on_line; returns its result or raises HostError (NoPython when
+    `python` does not run there)."""
     try:
         channel = session.transport.open_session(timeout=session.timeouts.read)
-        channel.exec_command(mover_command(host, job["image"]))
+        channel.exec_command(command)
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise ssh.ConnectionLost(f"cannot start the data mover on {ssh.where(host)}: {exc}") from None
+        raise ssh.ConnectionLost(f"cannot start the data mover on {where}: {exc}") from None
     tail: list[str] = []
 
     def read_stderr() -> None:
@@ -85,11 +109,11 @@ def run_mover(
             tail[:] = [*tail, line][-20:]
             on_line(line)
 
-    reader = threading.Thread(target=read_stderr, name="host-stderr", daemon=True)
+    reader = threading.Thread(target=read_stderr, name="mover-stderr", daemon=True)
     reader.start()
     answer: dict[str, Any] | None = None
     try:
-        zipapp = build_zipapp()  # the whole mover: the host reads and rewrites IEASYM members
+        zipapp = build_zipapp()  # the whole mover: hosts read and rewrite IEASYM members, servers upload
         try:
             channel.sendall(f"{len(zipapp)}\n".encode() + zipapp + json.dumps(job).encode() + b"\n")
         except OSError:
@@ -105,7 +129,7 @@ def run_mover(
                 break
         status = channel.recv_exit_status()
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise ssh.ConnectionLost(f"connection to {ssh.where(host)} failed while the mover ran: {exc}") from None
+        raise ssh.ConnectionLost(f"connection to {where} failed while the mover ran: {exc}") from None
     finally:
         channel.close()
         reader.join(timeout=10)
@@ -113,12 +137,12 @@ def run_mover(
         detail = " | ".join(t for t in tail if t.strip())[-800:]
         if status == 127 or "not found" in detail:
             raise NoPython(
-                f"host {host.name} ({ssh.where(host)}): no Python 3 as {host.python!r} (exit status {status}: "
-                f"{detail}); install python3 (3.8 or later) or set hosts[].python"
+                f"{who} ({where}): no Python 3 as {python!r} (exit status {status}: {detail}); install python3 (3.8 or "
+                f"later) or set {python_key}"
             )
-        raise HostError(f"host {host.name}: the data mover ended without an answer (exit status {status}): {detail}")
+        raise HostError(f"{who}: the data mover ended without an answer (exit status {status}): {detail}")
     if "error" in answer:
-        raise HostError(f"host {host.name}: {answer['error']}")
+        raise (Unreachable if answer.get("unreachable") else HostError)(f"{who}: {answer['error']}")
     return answer["result"]
 
 

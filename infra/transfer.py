@@ -429,23 +429,7 @@ class MultipartCopier:
         return CopyResult(key, size, expected, 1, 1, 0, False, seconds)
 
     def _resumable(self, key: str, where: str, plan: list[PlannedPart]) -> tuple[str | None, dict[int, PartInfo]]:
-        """The newest interrupted upload of the key and its parts that fit the plan; older ones are aborted."""
-        pending = self.backend.pending_uploads(key)
-        if not pending:
-            return None, {}
-        pending.sort(key=lambda p: p.initiated.timestamp() if p.initiated else 0.0)
-        *stale, newest = pending
-        for old in stale:
-            log.info("%s: aborting an older interrupted upload %s", where, old.upload_id)
-            self.backend.abort_multipart(key, old.upload_id)
-        sizes = {p.number: p.length for p in plan}
-        parts = {
-            p.number: p
-            for p in self.backend.list_parts(key, newest.upload_id)
-            if sizes.get(p.number) == p.size
-        }
-        log.info("%s: resuming upload %s with %d of %d parts present", where, newest.upload_id, len(parts), len(plan))
-        return newest.upload_id, parts
+        return resumable_upload(self.backend, key, where, plan)
 
     def _multipart(
         self,
@@ -605,6 +589,24 @@ class MultipartCopier:
             return
         etag = self.backend.upload_part(key, upload_id, plan.number, data, md5.digest())
         state.info = PartInfo(plan.number, plan.length, etag)
+
+
+def resumable_upload(
+    backend: MultipartBackend, key: str, where: str, plan: list[PlannedPart]
+) -> tuple[str | None, dict[int, PartInfo]]:
+    """The newest interrupted upload of the key and its parts that fit the plan; older ones are aborted."""
+    pending = backend.pending_uploads(key)
+    if not pending:
+        return None, {}
+    pending.sort(key=lambda p: p.initiated.timestamp() if p.initiated else 0.0)
+    *stale, newest = pending
+    for old in stale:
+        log.info("%s: aborting an older interrupted upload %s", where, old.upload_id)
+        backend.abort_multipart(key, old.upload_id)
+    sizes = {p.number: p.length for p in plan}
+    parts = {p.number: p for p in backend.list_parts(key, newest.upload_id) if sizes.get(p.number) == p.size}
+    log.info("%s: resuming upload %s with %d of %d parts present", where, newest.upload_id, len(parts), len(plan))
+    return newest.upload_id, parts
 
 
 def content_md5(md5: bytes) -> str:

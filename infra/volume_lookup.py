@@ -96,7 +96,7 @@ class VolumeLookup:
                 self._zipapp = self._prefix + ".pyz"
             with sftp.open(request_path, "wb") as f:
                 f.write(json.dumps(request).encode())
-            argv = ["python3", self._zipapp, "lookup", "--request", request_path, "--out", answer_path]
+            argv = [self.storage.python, self._zipapp, "lookup", "--request", request_path, "--out", answer_path]
             result = self._session.run(" ".join(shlex.quote(a) for a in argv), self.timeout)
             if result.status != 0:
                 raise VolumeLookupError(

@@ -16,6 +16,7 @@ from infra.configfile import load_config, read_image_file
 from infra.cos import open_object_store
 from infra.object_store import image_in_metadata, put_auxiliaries
 from infra.sftp_source import open_source
+from infra.storage_upload import StorageCannotUpload, upload_from_storage
 from tasks.retry import retryable
 from zimage import objects, staging
 from zimage.build import BuiltImage
@@ -42,26 +43,40 @@ def _log_progress(volser: str):
     cache_policy=NO_CACHE,
 )
 def stage_volume(config: str, image: str, volume: ImageVolume) -> dict[str, Any]:
+    """Uploaded by the storage server itself where it can (storage.stage_path), else relayed through here."""
     cfg = load_config(config)
+    logger = get_run_logger()
     source_system = cfg.component(volume.component).source
     path = posixpath.join(staging.volume_dir(cfg.storage.root, source_system), volume.file_name)
     store = open_object_store(cfg.target.cos)
-    result = store.upload_stream(
-        objects.volume_key(image, volume.file_name, cfg.target.cos.key_layout),
-        open_source(cfg.storage, path),
-        volume.gz_sha256,
-        content_type=objects.GZIP,
-        metadata={"volser": volume.name, "devnum": volume.devnum},
-        progress=_log_progress(volume.name),
-    )
-    get_run_logger().info(
-        "stage %s: %s %s in %.1f s (%.1f MB/s), %d part(s) sent, %d reused",
+    key = objects.volume_key(image, volume.file_name, cfg.target.cos.key_layout)
+    metadata = {"volser": volume.name, "devnum": volume.devnum}
+    result, how = None, "relay"
+    if cfg.storage.transport == "sftp" and cfg.storage.stage_path != "relay":
+        try:
+            result = upload_from_storage(
+                cfg.storage, store, key, path, volume.gz_size, volume.gz_sha256, objects.GZIP, metadata,
+                lambda line: logger.info("stage %s: %s", volume.name, line),
+            )
+            how = "direct"
+        except StorageCannotUpload as exc:
+            if cfg.storage.stage_path == "direct":
+                raise
+            logger.warning("stage %s: %s; relaying through this machine instead", volume.name, exc)
+    if result is None:
+        result = store.upload_stream(
+            key, open_source(cfg.storage, path), volume.gz_sha256, content_type=objects.GZIP, metadata=metadata,
+            progress=_log_progress(volume.name),
+        )
+    logger.info(
+        "stage %s: %s %s in %.1f s (%.1f MB/s), %d part(s) sent, %d reused (%s)",
         volume.name, "already present," if result.skipped else "copied", human(result.size),
         result.seconds, result.bytes_per_second / 1e6, result.parts_uploaded, result.parts_reused,
+        "uploaded by the storage server" if how == "direct" else "read over sftp, uploaded from here",
     )
     return {
         "volser": volume.name, "key": result.key, "bytes": result.size, "seconds": round(result.seconds, 2),
-        "skipped": result.skipped, "parts": result.parts, "reused": result.parts_reused,
+        "skipped": result.skipped, "parts": result.parts, "reused": result.parts_reused, "path": how,
     }
 
 

@@ -39,18 +39,20 @@ def test_a_file_reads_back_whole_in_any_read_size(conn: SftpConnection, tmp_path
     reader = conn.open(str(path))
     parts = []
     while part := reader.read(chunk):
-        assert len(part) <= chunk
+        assert 0 < len(part) <= min(chunk, REQUEST)  # at most what one reply holds
         parts.append(part)
     reader.close()
     assert b"".join(parts) == data
-    assert all(len(p) == chunk for p in parts[:-1])  # a read is short only at the end
 
 
 def test_empty_files_and_several_files_on_one_connection(conn: SftpConnection, tmp_path: Path) -> None:
     for size in (0, 1, REQUEST, REQUEST + 1):
         path, data = _file(tmp_path, size)
         reader = conn.open(str(path))
-        assert reader.read(1 << 20) + reader.read(1 << 20) == data
+        got = b""
+        while part := reader.read(1 << 20):
+            got += part
+        assert got == data
         reader.close()
 
 

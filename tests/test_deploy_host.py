@@ -19,8 +19,10 @@ from flows.outcome import STATE_WITHOUT_SYMBOLS
 from flows.refresh import refresh
 from infra.configfile import load_config
 from tasks.build import read_manifests
-from tasks.host import probe_host, symbols
+from tasks.host import probe_host
+from tasks.ipl import ieasym_rewrites
 from tests.support.host_site import HOST, IMAGE, OWNER, HostSite, dasdls, fill_random, run_cli, sha256
+from zimage import host_set
 from zimage.config import NoTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -66,7 +68,7 @@ def test_deploy_then_refresh_moves_only_the_changed_volume(host_site: HostSite) 
     cfg = load_config(site.config())
     manifests = read_manifests.fn(site.config(), IMAGE)
     before = site.storage_rchar()
-    symbols(cfg, cfg.host(HOST), IMAGE, manifests)
+    ieasym_rewrites(cfg, IMAGE, manifests, host_set.network_of(cfg.host(HOST), cfg.image(IMAGE)))
     lookup = site.storage_rchar() - before
     before = site.storage_rchar()
     second = deploy_host(site.config(), IMAGE, HOST)

@@ -3,6 +3,7 @@ dropped in the middle of the copy to the bucket, and the run resumes and finishe
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ CYLINDERS = 30  # 25 MB: incompressible, so the copy takes several parts
 BIG = {"zt-sysres": ("sysres", [("ZRES01", "0A80")]), "zt-data": ("volumes", [("RAND01", "0A90")])}
 
 
-def sftp_site(sshd: Sshd, root: Path) -> dict[str, Any]:
+def sftp_site(sshd: Sshd, root: Path, stage_path: str = "auto") -> dict[str, Any]:
     return {
-        "storage": sshd.endpoint(root=str(root / "staging")),
+        "storage": {**sshd.endpoint(root=str(root / "staging")), "stage_path": stage_path},
         "agent_options": f" --identity {sshd.client_key} --known-hosts {sshd.known_hosts}",
         "volumes": BIG,
         "cylinders": CYLINDERS,
@@ -45,13 +46,17 @@ def staged_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None,
     return root
 
 
-def test_an_sftp_drop_mid_upload_is_resumed(deploy_site: DeploySite, vsi_emulator: VsiEmulator, sshd: Sshd) -> None:
+@pytest.mark.parametrize("stage_path", ["relay", "direct"])
+def test_an_sftp_drop_mid_upload_is_resumed(
+    deploy_site: DeploySite, vsi_emulator: VsiEmulator, sshd: Sshd, stage_path: str
+) -> None:
+    """relay: this machine reads over sftp and uploads; direct: the storage server uploads itself."""
     site = deploy_site
     key = objects.volume_key(IMAGE, "RAND01_2024-06-01_10_00_00.gz")
     dropped: list[int] = []
     stop = threading.Event()
 
-    def drop_when_a_part_is_in() -> None:  # cut every sftp connection once the first part has landed
+    def drop_when_a_part_is_in() -> None:  # cut every connection once the first part has landed
         client = site.bucket.client()
         while not stop.is_set() and not dropped:
             for upload in client.list_multipart_uploads(Bucket=site.bucket.bucket).get("Uploads", []):
@@ -60,10 +65,19 @@ def test_an_sftp_drop_mid_upload_is_resumed(deploy_site: DeploySite, vsi_emulato
                     dropped.append(sshd.kill_sessions())
             stop.wait(0.01)
 
-    watcher = threading.Thread(target=drop_when_a_part_is_in, daemon=True)
+    def drop_while_the_storage_server_uploads() -> None:  # its uploads are too quick to see a part first
+        while not stop.is_set() and not dropped:
+            if subprocess.run(["pgrep", "-f", "zimage-stage"], capture_output=True).returncode == 0:
+                stop.wait(0.05)
+                dropped.append(sshd.kill_sessions())
+            stop.wait(0.005)
+
+    watcher = threading.Thread(
+        target=drop_when_a_part_is_in if stage_path == "relay" else drop_while_the_storage_server_uploads, daemon=True
+    )
     watcher.start()
     try:
-        summary = site.deploy(site.config(site=sftp_site(sshd, site.staged)))
+        summary = site.deploy(site.config(site=sftp_site(sshd, site.staged, stage_path)))
     finally:
         stop.set()
         watcher.join(5)
@@ -71,6 +85,9 @@ def test_an_sftp_drop_mid_upload_is_resumed(deploy_site: DeploySite, vsi_emulato
     assert dropped and dropped[0] > 0, "the connections were never dropped"
     staged = {s["volser"]: s for s in summary["staged"]}
     assert staged["RAND01"]["bytes"] > 2 * 8 * 2**20 and not staged["RAND01"]["skipped"]
+    assert {s["path"] for s in summary["staged"]} == {stage_path}
+    left = subprocess.run(["pgrep", "-af", "zimage-stage"], capture_output=True, text=True).stdout
+    assert left == "", left  # the storage server's mover stopped with its connection
     assert site.fake.leftovers() == []
     assert site.products() == ([IMAGE], [f"{IMAGE}-data"])
     assert site.bucket.pending_uploads() == []

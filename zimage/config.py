@@ -135,6 +135,15 @@ class SshEndpoint(Model):
             raise ValueError("give private_key_file or private_key_block, not both")
 
 
+_COMMAND_NAME = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
+
+
+def _command_name(value: str) -> str:
+    if not _COMMAND_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a command name or path (letters, digits, _ . / + -)")
+    return value
+
+
 class Storage(SshEndpoint):
     """The sftp staging server."""
 
@@ -145,6 +154,15 @@ class Storage(SshEndpoint):
     authorized_keys_file: str = Field(
         "~/.ssh/authorized_keys",
         description="On the storage server: where deploy-host authorises its short-lived, read-only pull key",
+    )
+    python: Annotated[str, AfterValidator(_command_name)] = Field(
+        "python3", description="Python 3.8 or later on the storage server (IPL-chain look-ups, uploads to COS)"
+    )
+    stage_path: Literal["auto", "direct", "relay"] = Field(
+        "auto",
+        description="How staged files reach COS: direct (the storage server uploads them itself, through "
+        "presigned part URLs), relay (read over sftp and uploaded from this machine), auto (direct, or relay "
+        "when the storage server has no Python 3 or cannot reach COS)",
     )
 
     @model_validator(mode="after")
@@ -539,18 +557,11 @@ class Instance(SshEndpoint):
 # --- emulator hosts (DESIGN.md §15) ---------------------------------------------------------
 
 _OWNER = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}:[0-9]{1,10})$")
-_COMMAND_NAME = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
 
 
 def _owner(value: str) -> str:
     if not _OWNER.fullmatch(value):
         raise ValueError(f"owner {value!r}: expected a user name (e.g. ibmsys1) or uid:gid (e.g. 1000:1000)")
-    return value
-
-
-def _command_name(value: str) -> str:
-    if not _COMMAND_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a command name or path (letters, digits, _ . / + -)")
     return value
 
 
