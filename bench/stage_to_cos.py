@@ -6,7 +6,10 @@ Makes a file of random bytes (ZIMAGE_BENCH_MB, default 512), then measures
     local file;
   - the copy of the same file from the local disk into an S3 server (moto, in its own process
     like a remote COS) through infra.cos + infra.transfer: what the upload side alone allows;
-  - the copy over sftp into the S3 server.
+  - the copy over sftp into the S3 server (storage.stage_path relay: read here, uploaded from here);
+  - the data-local copy (storage.stage_path direct): the storage server uploads the file itself with
+    presigned part URLs, against OpenSSH `sftp` reading the same file (`get FILE /dev/null`): the
+    target is >= 0.8x of that read.
 Reading and uploading overlap, so the sftp copy should run at >= 0.8x the slower of the two sides
 (the plain read and the upload side); with paramiko's reads being the slow side, as they were
 before pipelining, that is 0.8x the read.
@@ -43,6 +46,7 @@ from pathlib import Path
 from infra.cos import CosStore, HmacCredentials, make_client
 from infra.secrets import Secret
 from infra.sftp_source import open_source
+from infra.storage_upload import upload_from_storage
 from infra.transfer import LocalFileSource, MiB, RangeSource, TransferConfig, choose_part_size, plan_parts
 from zimage.config import Storage
 
@@ -192,12 +196,42 @@ def main() -> None:
             f"file: {size / MiB:.0f} MiB via {kind}; copier: {workers} workers, {part_size // MiB} MiB parts; "
             f"{os.cpu_count()} CPUs, load average {load:.1f} before the run"
         )
+        def openssh_sftp() -> None:
+            batch = work / "batch"
+            batch.write_text(f"get {path} /dev/null\n")
+            assert sshd is not None
+            subprocess.run(
+                ["sftp", "-q", "-b", str(batch), "-i", str(sshd.client_key), "-P", str(sshd.port),
+                 "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                 f"{sshd.user}@{sshd.host}"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+
+        def direct() -> float:
+            """Seconds until the storage server has uploaded every part (then this machine completes)."""
+            store.delete("bench/volume.gz")
+            start, sent = time.monotonic(), [0.0]
+
+            def on_line(line: str) -> None:
+                if " part(s), " in line:  # the mover's last line: every part is in
+                    sent[0] = time.monotonic() - start
+
+            result = upload_from_storage(storage, store, "bench/volume.gz", str(path), size, digest, "application/gzip",
+                                         {}, on_line, config)  # fmt: skip
+            assert not result.skipped and result.parts_uploaded == result.parts
+            return sent[0]
+
         results: dict[str, list[Run]] = {"read1": [], "readn": [], "upload": [], "copy": []}
+        if use_sftp:
+            results |= {"sftp": [], "direct": []}
         for _ in range(runs):  # alternate, so that other load on the machine hits all alike
             results["read1"].append(meter.measure(lambda: read_all(source, 1, part_size)))
             results["readn"].append(meter.measure(lambda: read_all(source, workers, part_size)))
             results["upload"].append(meter.measure(lambda: copy(LocalFileSource(path))))
             results["copy"].append(meter.measure(lambda: copy(source)))
+            if use_sftp:
+                results["sftp"].append(meter.measure(openssh_sftp))
+                results["direct"].append(meter.measure(direct))
         assert store.head("bench/volume.gz") is not None
         best = {name: min(found, key=lambda r: r.seconds) for name, found in results.items()}
         mb = size / 1e6
@@ -219,6 +253,15 @@ def main() -> None:
         print(f"ratio copy / plain read, 1 stream:         {best['read1'].seconds / copied:7.2f}")
         print(f"ratio copy / best plain read:              {read / copied:7.2f}")
         print(f"ratio copy / slower side (read, upload):   {slower / copied:7.2f}  (target >= 0.80)")
+        if use_sftp:
+            line("OpenSSH sftp read (get FILE /dev/null)", best["sftp"])
+            line("data-local copy, all parts uploaded", best["direct"])
+            line("data-local copy, object complete (moto)", best["direct"], best["direct"].total_seconds)
+            ratios = [a.seconds / b.seconds for a, b in zip(results["sftp"], results["direct"], strict=True)]
+            print(f"ratio data-local copy / OpenSSH sftp read:  {best['sftp'].seconds / best['direct'].seconds:7.2f}"
+                  f"  (target >= 0.80; rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+            print(f"ratio data-local copy / upload side alone: {best['upload'].seconds / best['direct'].seconds:7.2f}"
+                  "  (what the S3 server here can take in; a remote COS spends none of this machine's CPU)")
     finally:
         if s3 is not None:
             s3.terminate()

@@ -7,7 +7,8 @@ Starts two sshd's on 127.0.0.1 (storage and host, as the tests do), writes a vol
 `--random-share` is incompressible, gzips it onto the storage server, then in each round runs
 `scp` of the .gz from storage to the host's disk (the baseline) and the data mover's deploy of that
 volume on the host (pull over the host's own ssh + SFTP, gunzip, sha256, VOL1, sparse write, set
-switch), each round into an image of its own so that the volume is pulled, never copied on the host. Prints compressed MB/s of both and the median ratio. With --memory-mb, deploys volumes of
+switch), each round into an image of its own so that the volume is pulled, never copied on the host.
+Prints compressed MB/s of both and the median ratio. With --memory-mb, deploys volumes of
 those sizes and prints the mover's peak RSS for each (flat in volume size: the stream is bounded).
 """
 
