@@ -6,6 +6,7 @@ import os
 
 BLOCK = 4096  # file system block: the granularity of holes
 _ZERO_BLOCK = bytes(BLOCK)
+WRITEBACK = 32 << 20  # bytes written between two starts of their write-back
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,10 +93,19 @@ class SparseWriter(BlockWriter):
         self.path = path
         # O_TRUNC: a retried volume starts from an empty file, so the holes read back as zeros
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._flushed = 0  # file offset up to which write-back was started
+        self._pending = 0  # bytes written since
 
     def _pwrite(self, view: memoryview, at: int) -> None:
         pwrite_all(self._fd, view, at)
         self.written += len(view)
+        self._pending += len(view)
+        if self._pending >= WRITEBACK:
+            # start writing these pages to disk now (and keep them out of the page cache, which the
+            # emulator needs more), so that the fsync at the end waits for the last few MB only
+            end = at + len(view)
+            os.posix_fadvise(self._fd, self._flushed, end - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed, self._pending = end, 0
 
     def _finish(self, sync: bool) -> None:
         os.ftruncate(self._fd, self._pos)
