@@ -1,8 +1,7 @@
 """Streaming gunzip in bounded memory (and gzip for exports), with the fastest zlib implementation available.
 
 zlib-ng and ISA-L inflate long runs of zeros (most of a volume) several times faster than zlib;
-both are drop-in zlib APIs. ISA-L comes first: it also inflates and deflates data-rich tracks faster
-(bench.datamover, bench.export). ZIMAGE_INFLATE / ZIMAGE_DEFLATE=zlib|isal|zlib-ng force a choice (benchmarks, tests).
+both are drop-in zlib APIs. ZIMAGE_INFLATE / ZIMAGE_DEFLATE=zlib|isal|zlib-ng force a choice (benchmarks, tests).
 """
 
 import importlib
@@ -14,7 +13,7 @@ from typing import Any, Optional
 
 GZIP_WBITS = 31  # zlib checks the gzip header, CRC-32 and length trailer itself
 _MAGIC = b"\x1f\x8b"
-_CANDIDATES = (("isal", "isal.isal_zlib"), ("zlib-ng", "zlib_ng.zlib_ng"), ("zlib", "zlib"))
+_CANDIDATES = (("zlib-ng", "zlib_ng.zlib_ng"), ("isal", "isal.isal_zlib"), ("zlib", "zlib"))
 
 
 class GzipError(Exception):
