@@ -46,7 +46,7 @@ from datamover.progress import Progress, Ticker, log
 from datamover.rewrite import apply_jobs, member_jobs
 from datamover.sftp import SftpConnection
 from datamover.sources import LocalSource
-from datamover.stage import Unreachable, stage
+from datamover.stage import Unreachable, check_reachable, stage
 
 SET_FILE = "zimage-set.json"
 LOCK_FILE = ".zimage-deploy.lock"
@@ -91,6 +91,9 @@ def run_host(job_file: Optional[str]) -> int:
         if job["action"] == "stage":  # on a storage server: upload where the bytes lie
             _watch_stdin()
             result = stage(job)
+        elif job["action"] == "reach":  # preflight: could this server upload to the object store?
+            check_reachable(str(job.get("url")))
+            result = {"python": "%d.%d.%d" % sys.version_info[:3]}
         else:
             result = probe(job) if job["action"] == "probe" else Deploy(job).run()
     except (MoverError, OSError) as exc:
@@ -109,9 +112,9 @@ def _job(raw: bytes) -> dict[str, Any]:
         job = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HostError(f"job: not valid JSON: {exc}") from None
-    if not isinstance(job, dict) or job.get("action") not in ("probe", "deploy", "stage"):
-        raise HostError("job: expected an object with action probe, deploy or stage")
-    if job["action"] == "stage":
+    if not isinstance(job, dict) or job.get("action") not in ("probe", "deploy", "stage", "reach"):
+        raise HostError("job: expected an object with action probe, deploy, stage or reach")
+    if job["action"] in ("stage", "reach"):
         return job  # datamover.stage checks its own job
     root = job.get("root")
     if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):

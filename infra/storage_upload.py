@@ -19,6 +19,7 @@ import shlex
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from datamover.host import BOOTSTRAP
 from infra import host as remote
@@ -51,6 +52,26 @@ class StorageCannotUpload(RuntimeError):
 
 def url_seconds(size: int) -> int:
     return int(min(MAX_URL_SECONDS, max(MIN_URL_SECONDS, math.ceil(size / ASSUMED_RATE) * 2)))
+
+
+def _run(storage: Storage, job: dict[str, Any], on_line: Callable[[str], None]) -> dict[str, Any]:
+    command = f"{shlex.quote(storage.python)} -c {shlex.quote(BOOTSTRAP)} zimage-stage"
+    with ssh.connect(storage) as session:
+        return remote.run_job(
+            session, storage.python, "storage server", ssh.where(storage), "storage.python", command, job, on_line
+        )
+
+
+def check_storage_upload(storage: Storage, endpoint: str) -> str:
+    """What the storage server would upload with (its Python), once it has opened a connection to
+    the object store's endpoint; raises StorageCannotUpload saying why not. Writes nothing anywhere."""
+    try:
+        answer = _run(storage, {"action": "reach", "url": endpoint}, log.info)
+    except (remote.NoPython, remote.Unreachable) as exc:
+        raise StorageCannotUpload(str(exc)) from None
+    parts = urllib.parse.urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"Python {answer['python']} there reaches {parts.hostname}:{port}"
 
 
 def upload_from_storage(
@@ -92,12 +113,8 @@ def upload_from_storage(
         ],
         "concurrency": config.workers, "progress_every": config.log_interval_s,
     }  # fmt: skip
-    command = f"{shlex.quote(storage.python)} -c {shlex.quote(BOOTSTRAP)} zimage-stage"
     try:
-        with ssh.connect(storage) as session:
-            answer = remote.run_job(
-                session, storage.python, "storage server", ssh.where(storage), "storage.python", command, job, on_line
-            )
+        answer = _run(storage, job, on_line)
     except (remote.NoPython, remote.Unreachable) as exc:
         if created:  # nothing was sent into it: leave nothing behind
             store.abort_multipart(key, upload_id)

@@ -15,8 +15,9 @@ from infra import ssh
 from infra.configfile import load_config
 from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
 from infra.staging_store import StagingError, open_store
+from infra.storage_upload import StorageCannotUpload, check_storage_upload
 from tasks.retry import retryable
-from zimage.config import Source, Storage
+from zimage.config import Cos, Source, Storage
 from zimage.findings import Finding, count, sort_findings
 from zimage.preflight import (
     Check,
@@ -105,7 +106,8 @@ def check_source(config: str, system: str) -> SourceReport:
 def check_storage(config: str) -> StorageReport:
     """Reach the storage server (host key verified); the staging root must exist and take a probe
     file (written and removed); measure its free space. Nothing else is written."""
-    storage = load_config(config).storage
+    cfg = load_config(config)
+    storage = cfg.storage
     name = storage_check_name()
     target = location(storage)
     with open_store(storage) as store:  # an sftp store connects here; failures raise for the retries
@@ -123,8 +125,25 @@ def check_storage(config: str) -> StorageReport:
             return StorageReport(check=check, root=storage.root, free_bytes=None)
         free = store.free_bytes(storage.root)
     messages = [f"staging root {storage.root} exists and is writable"]
+    status = "ok"
     if storage.transport != "local":
         messages.insert(0, f"connected with key authentication; host key verified against {storage.known_hosts_file}")
-    get_run_logger().info("%s (%s): ok; %s bytes free in %s", name, target, f"{free:,}", storage.root)
-    return StorageReport(check=Check(name=name, target=target, status="ok", messages=messages),
+        if cfg.target is not None and storage.stage_path != "relay":
+            status, line = _stage_path_check(storage, cfg.target.cos)
+            messages.append(line)
+    get_run_logger().info("%s (%s): %s; %s bytes free in %s", name, target, status, f"{free:,}", storage.root)
+    return StorageReport(check=Check(name=name, target=target, status=status, messages=messages),
                          root=storage.root, free_bytes=free)
+
+
+def _stage_path_check(storage: Storage, cos: Cos) -> tuple[Status, str]:
+    """How staged files will reach COS (storage.stage_path): an error only when `direct` cannot be."""
+    if cos.local_directory:
+        return "ok", "staged files are copied into the local object directory by the worker"
+    try:
+        found = check_storage_upload(storage, cos.direct_endpoint)
+    except StorageCannotUpload as exc:
+        if storage.stage_path == "direct":
+            return "error", f"storage.stage_path is direct, but {exc}"
+        return "ok", f"staged files will be relayed through the worker: {exc}"
+    return "ok", f"the storage server uploads staged files to COS itself ({found})"

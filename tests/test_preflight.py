@@ -39,12 +39,13 @@ class Site:
         self.root.mkdir()
 
     def config(self, sources: list[dict[str, Any]], *, storage: dict[str, Any] | None = None,
-               components: list[dict[str, Any]] | None = None, images: list[dict[str, Any]] | None = None) -> str:
+               components: list[dict[str, Any]] | None = None, images: list[dict[str, Any]] | None = None,
+               cos: dict[str, Any] | None = None) -> str:
         doc = {
             "storage": {**self.sshd.endpoint(root=str(self.root)), **(storage or {})},
             "sources": sources,
             "target": {"region": "jp-tok", "zone": 1,
-                       "cos": {"instance_name": "cos", "bucket": "zimage-test", "region": "jp-tok"}},
+                       "cos": {"instance_name": "cos", "bucket": "zimage-test", "region": "jp-tok", **(cos or {})}},
             "components": components or [
                 {"name": f"comp-{s['name'].lower()}", "source": s["name"], "type": "sysres", "volumes": volumes(2)}
                 for s in sources
@@ -140,6 +141,34 @@ def test_hardcoded_members_fail_the_flow_naming_the_errors(site: Site, sshd: Ssh
     assert "| source SYSA: parmlib symbols | error |" in markdown
     assert "| error | `" in markdown and "192.168.10.129" in markdown  # the findings table
     assert "| storage: reachable and writable | ok |" in markdown
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_preflight_says_how_staged_files_will_reach_cos(site: Site, sshd: Sshd) -> None:
+    paths = write_members(site.tmp / "parmlib")
+    sources = [source_config(sshd, paths)]
+
+    def storage_check(**changes: Any) -> dict[str, Any]:
+        result, error, _ = run(site.config(sources, **changes), system="SYSA")
+        found = result or {"checks": []}
+        checks = {c["name"]: c for c in found["checks"]} if result else {}
+        return checks.get("storage: reachable and writable") or {"status": "error", "messages": [str(error)]}
+
+    # the default endpoint of IBM Cloud is out of this machine's reach: auto relays, and says so
+    auto = storage_check()
+    assert auto["status"] == "ok", auto
+    assert any("relayed through the worker" in m and "cannot be reached" in m for m in auto["messages"]), auto
+    # an endpoint the storage server reaches (any listening port will do: nothing is sent)
+    here = {"endpoint": f"https://127.0.0.1:{sshd.port}"}
+    direct = storage_check(storage={"stage_path": "direct"}, cos=here)
+    assert direct["status"] == "ok", direct
+    assert any("uploads staged files to COS itself (Python 3." in m and f"reaches 127.0.0.1:{sshd.port}" in m
+               for m in direct["messages"]), direct  # fmt: skip
+    missing = storage_check(storage={"stage_path": "direct", "python": "/nonexistent/python3"}, cos=here)
+    assert missing["status"] == "error"
+    assert any("storage.stage_path is direct, but storage server" in m and "no Python 3 as '/nonexistent/python3'"
+               in m and "storage.python" in m for m in missing["messages"]), missing  # fmt: skip
+    assert list(site.root.iterdir()) == []
 
 
 @pytest.mark.usefixtures("prefect_harness")
