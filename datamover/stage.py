@@ -120,6 +120,7 @@ class _Stage:
         kept = 0
         futures: list[tuple[_Part, Future[str]]] = []
         slots = threading.BoundedSemaphore(self.concurrency)  # parts read ahead of their upload
+        failed = threading.Event()
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="part") as pool:
@@ -138,11 +139,11 @@ class _Stage:
                         kept += 1
                         continue
                     slots.acquire()
+                    if failed.is_set():
+                        break  # a part failed for good: stop reading, its error is raised below
                     future = pool.submit(self._put, fd, part, md5.digest())
-                    future.add_done_callback(lambda _: slots.release())
+                    future.add_done_callback(lambda f: (f.exception() and failed.set(), slots.release()))
                     futures.append((part, future))
-                    if any(f.done() and f.exception() for _, f in futures):
-                        break  # a part failed for good: stop reading, report it below
                 for part, future in futures:
                     etags[str(part.number)] = future.result()
         finally:

@@ -136,3 +136,21 @@ def test_part_urls_live_long_enough_for_a_slow_upload_and_no_longer_than_sigv4_a
     assert url_seconds(1) == 3600
     assert url_seconds(10**13) == 7 * 24 * 3600
     assert 3600 < url_seconds(10**11) < 7 * 24 * 3600
+
+
+def test_a_part_the_store_refuses_stops_the_upload_naming_the_part(
+    staged: tuple[Path, bytes], cos_store: Any
+) -> None:
+    path, data = staged
+    key = objects.volume_key("zos25-dev", path.name)
+    upload = cos_store.create_multipart(key, objects.GZIP, {})
+    urls = [cos_store.presign_part(key, upload, n, 600) for n in (1, 2, 3, 4)]
+    urls[1] = urls[1].replace(upload, "no-such-upload")  # an upload the store does not know
+    job = {"action": "stage", "path": str(path), "size": len(data), "part_size": PART,
+           "parts": [{"number": n + 1, "url": u} for n, u in enumerate(urls)], "concurrency": 1}  # fmt: skip
+    try:
+        with pytest.raises(MoverError, match=r"upload MN25S2_2023-06-13_18_44_13.gz part 2: HTTP \d{3}"):
+            stage(job)
+        assert [p.number for p in cos_store.list_parts(key, upload)] == [1]  # nothing read or sent after it
+    finally:
+        cos_store.abort_multipart(key, upload)
