@@ -92,7 +92,10 @@ def run_host(job_file: Optional[str]) -> int:
             _watch_stdin()
             result = stage(job)
         elif job["action"] == "reach":  # preflight: could this server upload to the object store?
-            check_reachable(str(job.get("url")))
+            url = job.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise HostError(f"reach job: url {url!r}: expected an http(s) URL")
+            check_reachable(url)
             result = {"python": "%d.%d.%d" % sys.version_info[:3]}
         else:
             result = probe(job) if job["action"] == "probe" else Deploy(job).run()
@@ -115,7 +118,7 @@ def _job(raw: bytes) -> dict[str, Any]:
     if not isinstance(job, dict) or job.get("action") not in ("probe", "deploy", "stage", "reach"):
         raise HostError("job: expected an object with action probe, deploy, stage or reach")
     if job["action"] in ("stage", "reach"):
-        return job  # datamover.stage checks its own job
+        return job  # checked where they run (datamover.stage; the reach URL above)
     root = job.get("root")
     if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
         raise HostError(f"root {root!r} must be an absolute path without '..'")

@@ -36,7 +36,6 @@ from infra import mover_config
 from infra.configfile import load_config
 from infra.cos import open_object_store
 from infra.ibmcloud import Timing, connect, resolve_api_key
-from tasks.build import read_manifests
 from tasks.convert import convert_locally
 from tasks.ipl import find_ieasym
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
@@ -50,7 +49,6 @@ from zimage.host_symbols import LEFT_TO_WAZI, SymbolPlan, not_written, requested
 from zimage.sizing import human
 
 log = logging.getLogger(__name__)
-
 
 
 def stage_image(config: str, built: BuiltImage) -> list[dict[str, Any]]:
@@ -262,7 +260,7 @@ def _deploy_vsi(
     try:
         check_image_free(store, ledger)  # two builds of one image never run at once
         built, staged = _stage(config, image, generations)
-        symbols = find_ieasym(config, image, read_manifests(config, image, built.generations))
+        symbols = find_ieasym(config, image, generations=built.generations)
         logger.info("network symbols %s", symbols.status)
         mover = provision_mover(cloud, ledger, store, cfg, built, mover_image, waits.lifetime, ssh_from,
                                 symbols.mover_jobs())

@@ -66,13 +66,20 @@ def ieasym_rewrites(
 
 @task(name="find-ieasym", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def find_ieasym(
-    config: str, image: str, manifests: dict[str, ComponentManifest], host: str | None = None
+    config: str,
+    image: str,
+    manifests: dict[str, ComponentManifest] | None = None,
+    host: str | None = None,
+    generations: dict[str, str] | None = None,
 ) -> SymbolPlan:
     """What the deployed copy of the IEASYMxx members gets: an emulator host's network values, or for
-    IBM Cloud the image's when the config gives them (Wazi aaS sets its own otherwise)."""
+    IBM Cloud the image's when they differ from Wazi aaS's own (which it sets itself). Without
+    `manifests`, those of `generations` are read, and only when there are symbols to write."""
     cfg = load_config(config)
     spec = cfg.image(image)
     network = host_set.network_of(cfg.host(host), spec) if host is not None else requested_network(spec)
     if network is None:
         return SymbolPlan(rewrites=[], status=LEFT_TO_WAZI)
+    if manifests is None:
+        manifests = read_manifests.fn(config, image, generations)
     return ieasym_rewrites(cfg, image, manifests, network)

@@ -1,7 +1,7 @@
 """A target's network symbols for the deployed copy of the IEASYMxx members (DESIGN.md §9, §15, §16), pure.
 
     plan_symbols(members, network) -> SymbolPlan(rewrites, status, written)
-    requested_network(image) -> the image's network when the config gives one, else None
+    requested_network(image) -> the image's network when it differs from Wazi aaS's own values, else None
 
 `members` are the IEASYMxx members the IPL chain resolved to (zimage.ipl_chain). Each symbol goes
 into every member that defines it in a SYSDEF without filters; the records are rewritten in place
