@@ -17,7 +17,9 @@ Measured:
   2. the whole local conversion: objects -> <image>-data.img + <image>.qcow2; zimage runs
      `python -m datamover local` (no root); the reference runs its own method on image files
      (mke2fs, mount, decompress into it, owners, unmount, qemu-img) when root, else decompresses
-     into a directory followed by the same mke2fs -d / debugfs / qemu-img steps as zimage;
+     into a directory followed by the same mke2fs -d / debugfs / qemu-img steps as zimage; both
+     end with the data image on disk (zimage fsyncs it; a loop-mounted image is fsync'd after
+     unmounting, which on the VSI's block volume the unmount itself ensures);
   3. peak memory (max RSS) of the mover converting the 2 GB volume alone.
 Prints times, MB/s and the ratios (targets: stage >= 3x, whole >= 1.5x, memory < 200 MB).
 
@@ -227,6 +229,10 @@ def mounted_ext2(image: Path, size: int, label: str | None) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", str(point)], check=True, capture_output=True)
         point.rmdir()
+        # on the VSI the file system is on a block volume, so unmounting makes it durable; here it is
+        # on a loop device whose backing file is still in the page cache until fsync'd
+        with image.open("rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 def reference_whole(objects: Path, out: Path, mount: bool) -> None:

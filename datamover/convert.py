@@ -13,7 +13,7 @@ from datamover import ckd
 from datamover.codec import GzipError, gunzip, passthrough
 from datamover.errors import Cancelled, MoverError, VolumeError
 from datamover.manifest import VolumeEntry
-from datamover.pipeline import Consumer, Prefetcher
+from datamover.pipeline import Consumer, Feed, Prefetcher, ThreadedConsumer
 from datamover.progress import MB, Progress, log
 from datamover.sink import BlockWriter, SparseWriter
 from datamover.sources import MissingObject, ObjectSource
@@ -67,7 +67,10 @@ def convert_volume(
     progress: Progress,
     cancel: threading.Event,
     settings: Settings,
+    pipelined: bool = True,
 ) -> VolumeResult:
+    """`pipelined`: read, inflate and hash + write on threads of their own (datamover.pipeline);
+    else all on the caller's thread."""
     result = VolumeResult(vol.name, vol.file_name, target)
     for attempt in range(1, settings.retries + 2):
         if cancel.is_set():
@@ -77,7 +80,7 @@ def convert_volume(
         progress.begin(vol.name)
         start = time.monotonic()
         try:
-            _convert_once(vol, source, dest, progress, cancel, settings, result)
+            _convert_once(vol, source, dest, progress, cancel, settings, pipelined, result)
         except Cancelled as exc:
             result.state, result.error = "cancelled", str(exc)
             break
@@ -114,23 +117,28 @@ def _convert_once(
     progress: Progress,
     cancel: threading.Event,
     settings: Settings,
+    pipelined: bool,
     result: VolumeResult,
 ) -> None:
     checks: dict[str, str] = {}
     digest = hashlib.sha256()
     with ExitStack() as cleanup:  # in reverse: stop the sink thread, close the file, stop the reader
-        feed = Prefetcher(source.open(vol.file_name), IN_CHUNK, lambda n: progress.advance(vol.name, 0, n), PREFETCH,
-                          settings.gz_sha256)
+        reader, on_read = source.open(vol.file_name), lambda n: progress.advance(vol.name, 0, n)
+        feed = (
+            Prefetcher(reader, IN_CHUNK, on_read, PREFETCH, settings.gz_sha256)
+            if pipelined
+            else Feed(reader, IN_CHUNK, on_read, settings.gz_sha256)
+        )
         cleanup.callback(feed.close)
         writer = SparseWriter(dest) if isinstance(dest, str) else dest()
         cleanup.callback(writer.abort)
 
-        def sink(out: bytes) -> None:  # on its own thread: hashing and writing overlap inflating
+        def sink(out: bytes) -> None:  # pipelined, on its own thread: hashing and writing overlap inflating
             digest.update(out)
             writer.write(out)
             progress.advance(vol.name, len(out), 0)
 
-        consumer = Consumer(sink)
+        consumer = ThreadedConsumer(sink) if pipelined else Consumer(sink)
         cleanup.callback(consumer.abort)
         chunks = gunzip(feed, settings.zmod, OUT_CHUNK) if vol.compression == "gzip" else passthrough(feed)
         head = b""

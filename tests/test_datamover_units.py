@@ -11,6 +11,7 @@ import os
 import re
 import struct
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 
@@ -18,12 +19,15 @@ import pytest
 
 from datamover import ckd
 from datamover.codec import GzipError, gunzip, inflate_module
+from datamover.convert import Settings, convert_volume
 from datamover.errors import MoverError
 from datamover.manifest import parse_manifest
 from datamover.moverconfig import SCHEMA, PresignedMultipart, PutTarget, S3Target, parse_config
 from datamover.package import build_zipapp, minify
+from datamover.progress import Progress
 from datamover.rewrite import member_jobs
-from datamover.sink import SparseWriter
+from datamover.sink import BlockWriter, SparseWriter
+from datamover.sources import LocalSource
 from tests.support.datamover import MoverObjects, e2fsck_clean, run_datamover
 from tests.support.volumes import dasd_volume, synthetic_volume
 
@@ -104,6 +108,45 @@ def test_sparse_writer_truncates_an_earlier_attempt(tmp_path: Path) -> None:
 
 
 # --- VOL1 labels of CKD images ---
+
+
+class _FailingWriter(BlockWriter):
+    def _pwrite(self, view: memoryview, at: int) -> None:
+        raise OSError(5, "Input/output error: the disk went away")
+
+    def _finish(self, sync: bool) -> None:
+        raise AssertionError("a failed volume is not finished")
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["threads", "inline"])
+def test_a_volume_converts_alike_on_threads_or_inline(
+    pipelined: bool, mover_objects: MoverObjects, tmp_path: Path
+) -> None:
+    raw = dasd_volume(tmp_path / "work01.ckd", "WORK01")
+    with raw.open("r+b") as handle:  # data past the label, not a multiple of the chunk sizes
+        handle.seek(700_000)
+        handle.write(os.urandom(3 * 1024 * 1024 + 4321))
+    mover_objects.add("WORK01", raw)
+    objects = mover_objects.write()
+    vol = parse_manifest((objects / "image-metadata.json").read_bytes()).volumes[0]
+    settings = Settings(zlib, retries=0, retry_delay=0)
+    source, progress = LocalSource(str(objects)), Progress()
+    progress.add_volume(vol.name, source.size(vol.file_name), vol.size)
+    threads = threading.active_count()
+
+    done = convert_volume(vol, "data", source, str(tmp_path / "WORK01"), progress, threading.Event(), settings,
+                          pipelined)
+
+    assert done.state == "succeeded", done.error
+    assert (tmp_path / "WORK01").read_bytes() == raw.read_bytes()
+    assert done.checks["sha256"] == done.checks["gz-sha256"] == "verified"
+    assert done.written < done.bytes == raw.stat().st_size  # zero blocks left as holes
+
+    failed = convert_volume(vol, "data", source, _FailingWriter, progress, threading.Event(), settings, pipelined)
+
+    assert failed.state == "failed"
+    assert failed.error == "volume WORK01: [Errno 5] Input/output error: the disk went away"
+    assert threading.active_count() == threads  # no reader or sink thread left behind
 
 
 def test_vol1_label_of_a_real_dasdinit_volume(tmp_path: Path) -> None:
