@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from infra import host as hosts
-from infra import ssh
 from tests.support.sshd import Sshd
 from zimage.config import Host, Storage
 
@@ -92,7 +91,7 @@ def deploy(storage_cfg: Storage, host_cfg: Host, image: str, volume: dict[str, A
         "data_path": "direct", "volumes": [volume], "files": {"devmap": "", "ipl": "ipl 0a80\n"},
         "set_document": document, "remove": [], "progress_every": 60.0,
     }  # fmt: skip
-    with ssh.connect(host_cfg) as session, hosts.pull_access(storage_cfg, "127.0.0.1", image) as key:
+    with hosts.pulling_session(host_cfg, storage_cfg, "127.0.0.1", image) as (session, key):
         job["storage"] = {
             "host": storage_cfg.host, "port": storage_cfg.port, "username": storage_cfg.username,
             "private_key": key.private_text, "known_hosts": hosts.storage_known_hosts(storage_cfg),

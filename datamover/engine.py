@@ -94,15 +94,18 @@ def convert_all(
     the first volume that stays wrong cancels the rest and fails the run with that volume named."""
     cancel = threading.Event()
     vols = sorted(inputs.manifest.volumes, key=lambda v: -(v.size or 0))  # longest first
-    unfinished = [len(vols)]
+    waiting, unfinished = [len(vols)], [len(vols)]  # volumes not started, not finished
     lock = threading.Lock()
 
     def one(index: int) -> None:
         vol = inputs.manifest.volumes[index]
         target = inputs.targets[vol.name]
         dest = os.path.join(dirs[target], vol.name) if open_writer is None else lambda: open_writer(target, vol.name)
-        with lock:  # as many volumes left as CPUs keep them busy; fewer need threads of their own
-            pipelined = unfinished[0] < (os.cpu_count() or 1)
+        with lock:
+            waiting[0] -= 1
+            # volumes enough to keep the CPUs busy convert one stage after the other; fewer, or the
+            # last one (the others end before it), take threads of their own
+            pipelined = unfinished[0] < (os.cpu_count() or 1) or waiting[0] == 0
         try:
             result = convert_volume(vol, target, source, dest, progress, cancel, settings, pipelined)
         finally:

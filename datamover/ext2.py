@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from datamover.errors import MoverError, VolumeError
-from datamover.sink import BLOCK, BlockWriter, pwrite_all
+from datamover.sink import BLOCK, BlockWriter, WriteBack, pwrite_all
 
 PER_GROUP = 8 * BLOCK  # blocks per group: what one bitmap block covers
 INODE_SIZE = 256
@@ -465,6 +465,7 @@ class VolumeWriter(BlockWriter):
         super().__init__()
         self._image, self._node = image, node
         self._present = bytearray((node.blocks + 7) // 8 + 1)
+        self._writeback = WriteBack(image._fd)
 
     def _pwrite(self, view: memoryview, at: int) -> None:
         node = self._node
@@ -474,7 +475,9 @@ class VolumeWriter(BlockWriter):
             )
         first, count, done = at // BLOCK, -(-len(view) // BLOCK), 0
         for block, length in self._image.geometry.runs(node.ordinal + node.tree + first, count):
-            pwrite_all(self._image._fd, view[done : done + length * BLOCK], block * BLOCK)
+            run = view[done : done + length * BLOCK]
+            pwrite_all(self._image._fd, run, block * BLOCK)
+            self._writeback.wrote(block * BLOCK, len(run))
             done += length * BLOCK
         _set_bits(self._present, first, count)
         self.written += len(view)

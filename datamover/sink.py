@@ -20,6 +20,24 @@ def pwrite_all(fd: int, view: memoryview, at: int) -> None:
         view, at = view[done:], at + done
 
 
+class WriteBack:
+    """Starts the write-back of what a writer wrote, every WRITEBACK bytes (and keeps those pages
+    out of the page cache, which the emulator or the next volumes need more), so that the fsync at
+    the end waits for the last few MB only."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._low, self._high, self._pending = -1, 0, 0  # byte range written since the last start
+
+    def wrote(self, at: int, length: int) -> None:
+        self._low = at if self._low < 0 else min(self._low, at)
+        self._high = max(self._high, at + length)
+        self._pending += length
+        if self._pending >= WRITEBACK:
+            os.posix_fadvise(self._fd, self._low, self._high - self._low, os.POSIX_FADV_DONTNEED)
+            self._low, self._high, self._pending = -1, 0, 0
+
+
 class BlockWriter:
     """Sequential writer that skips all-zero blocks; where the other blocks go is the subclass's
     `_pwrite` (block-aligned offsets of the volume), what closing means its `_finish`."""
@@ -93,19 +111,12 @@ class SparseWriter(BlockWriter):
         self.path = path
         # O_TRUNC: a retried volume starts from an empty file, so the holes read back as zeros
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        self._flushed = 0  # file offset up to which write-back was started
-        self._pending = 0  # bytes written since
+        self._writeback = WriteBack(self._fd)
 
     def _pwrite(self, view: memoryview, at: int) -> None:
         pwrite_all(self._fd, view, at)
         self.written += len(view)
-        self._pending += len(view)
-        if self._pending >= WRITEBACK:
-            # start writing these pages to disk now (and keep them out of the page cache, which the
-            # emulator needs more), so that the fsync at the end waits for the last few MB only
-            end = at + len(view)
-            os.posix_fadvise(self._fd, self._flushed, end - self._flushed, os.POSIX_FADV_DONTNEED)
-            self._flushed, self._pending = end, 0
+        self._writeback.wrote(at, len(view))
 
     def _finish(self, sync: bool) -> None:
         os.ftruncate(self._fd, self._pos)

@@ -19,7 +19,8 @@ import shlex
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -224,31 +225,37 @@ class PullKey:
         self.run = me.build_id
         self.reaped = 0
         self.expires = datetime.now(UTC) + KEY_LIFETIME
+        self._session: ssh.SshSession | None = None  # kept from authorising to removing: one handshake
         self.line = (
             f'restrict,from="{from_address}",expiry-time="{self.expires:%Y%m%d%H%M}Z",command="{PULL_COMMAND}" '
             f"{public.decode()} {_COMMENT} run={self.run} image={image} boot={me.boot_id} pid={me.pid} "
             f"started={me.pid_started}"
         )
 
-    def _edit(self, change: Callable[[list[str]], list[str]]) -> list[str]:
-        """Rewrite authorized_keys on the storage server (temporary file + rename; mode 0600)."""
+    def _edit(self, change: Callable[[list[str]], list[str]], fresh: bool = False) -> list[str]:
+        """Rewrite authorized_keys on the storage server (temporary file + rename; mode 0600); `fresh`:
+        on a new connection (the kept one may have dropped during a long run)."""
         path = _authorized_keys_path(self.storage)
-        with ssh.connect(self.storage) as session:
-            sftp = session.open_sftp()
+        if fresh or self._session is None:
+            self.close()
+            self._session = ssh.connect(self.storage)
+        sftp = self._session.open_sftp()
+        try:
             try:
-                try:
-                    with sftp.open(path, "r") as f:
-                        lines = f.read().decode().splitlines()
-                except FileNotFoundError:
-                    lines = []
-                new = change(lines)
-                temp = f"{path}.zimage-{secrets.token_hex(4)}"
-                with sftp.open(temp, "w") as f:
-                    f.write(("\n".join(new) + "\n").encode() if new else b"")
-                sftp.chmod(temp, 0o600)
-                sftp.posix_rename(temp, path)
-            finally:
-                sftp.close()
+                with sftp.open(path, "r") as f:
+                    lines = f.read().decode().splitlines()
+            except FileNotFoundError:
+                lines = []
+            new = change(lines)
+            temp = f"{path}.zimage-{secrets.token_hex(4)}"
+            with sftp.open(temp, "w") as f:
+                f.write(("\n".join(new) + "\n").encode() if new else b"")
+            sftp.chmod(temp, 0o600)
+            sftp.posix_rename(temp, path)
+        except (paramiko.SSHException, EOFError, ConnectionError, TimeoutError) as exc:
+            raise ssh.ConnectionLost(f"storage server: cannot edit {path}: {exc}") from None
+        finally:
+            sftp.close()
         return new
 
     def authorise(self) -> int:
@@ -264,20 +271,46 @@ class PullKey:
         self._edit(add)
         return reaped[0]
 
-    def remove(self) -> None:
-        self._edit(lambda lines: [line for line in lines if f"run={self.run} " not in line])
+    def remove(self, fresh: bool = False) -> None:
+        self._edit(lambda lines: [line for line in lines if f"run={self.run} " not in line], fresh)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 @contextmanager
 def pull_access(storage: Storage, from_address: str, image: str) -> Iterator[PullKey]:
-    """The key authorised for the run; removed at the end however the run ends (a second try if the
-    first removal fails: a connection may have dropped with the run)."""
+    """The key authorised for the run; removed at the end however the run ends (on a new connection
+    if the first removal fails: the kept one may have dropped with the run)."""
     key = PullKey(storage, from_address, image)
-    key.reaped = key.authorise()
     try:
-        yield key
-    finally:
+        key.reaped = key.authorise()
         try:
-            key.remove()
-        except ssh.SshError:
-            key.remove()
+            yield key
+        finally:
+            try:
+                key.remove()
+            except ssh.SshError:
+                key.remove(fresh=True)
+    finally:
+        key.close()
+
+
+@contextmanager
+def pulling_session(host: Host, storage: Storage, from_address: str, image: str) -> Iterator[
+    tuple[ssh.SshSession, PullKey]
+]:
+    """A session to the host and the run's pull key on the storage server, the two connections
+    made at the same time; the key is removed and the session closed however the run ends."""
+    with ExitStack() as stack:
+        with ThreadPoolExecutor(1, thread_name_prefix="host-connect") as pool:
+            connecting = pool.submit(ssh.connect, host)
+            try:
+                key = stack.enter_context(pull_access(storage, from_address, image))
+            except BaseException:
+                if connecting.exception() is None:  # the storage server's error is the one to report
+                    connecting.result().close()
+                raise
+        yield stack.enter_context(connecting.result()), key

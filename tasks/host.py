@@ -154,32 +154,32 @@ def deploy_set(
         "rewrites": rewrites.mover_jobs(),
     }  # fmt: skip
     logger.info("host %s: set %s, data path %s", host.name, document.set, path)
-    with ssh.connect(host) as session:
-        if path == "direct":
-            with hosts.pull_access(cfg.storage, local_address or "", image) as key:
-                logger.info(
-                    "storage server: read-only pull key %s authorised for %s until %s (%d stale keys removed)",
-                    key.run,
-                    local_address,
-                    key.expires.isoformat(timespec="minutes"),
-                    key.reaped,
-                )
-                job["storage"] = {
-                    "host": cfg.storage.host, "port": cfg.storage.port, "username": cfg.storage.username,
-                    "private_key": key.private_text, "known_hosts": hosts.storage_known_hosts(cfg.storage),
-                }  # fmt: skip
-                result = hosts.run_mover(session, host, job, on_line)
-            logger.info("storage server: pull key %s removed", key.run)
-        elif path == "relay":
-            by_name = {v["file_name"]: v for v in volumes}
-            with open_store(cfg.storage) as store:
+    if path == "direct":
+        with hosts.pulling_session(host, cfg.storage, local_address or "", image) as (session, key):
+            logger.info(
+                "storage server: read-only pull key %s authorised for %s until %s (%d stale keys removed)",
+                key.run,
+                local_address,
+                key.expires.isoformat(timespec="minutes"),
+                key.reaped,
+            )
+            job["storage"] = {
+                "host": cfg.storage.host, "port": cfg.storage.port, "username": cfg.storage.username,
+                "private_key": key.private_text, "known_hosts": hosts.storage_known_hosts(cfg.storage),
+            }  # fmt: skip
+            result = hosts.run_mover(session, host, job, on_line)
+        logger.info("storage server: pull key %s removed", key.run)
+    elif path == "relay":
+        by_name = {v["file_name"]: v for v in volumes}
+        with ssh.connect(host) as session, open_store(cfg.storage) as store:
 
-                def open_volume(name: str) -> Any:
-                    vol = by_name[name]
-                    return store.open_read(f"{vol['directory']}/{name}"), vol["gz_size"]
+            def open_volume(name: str) -> Any:
+                vol = by_name[name]
+                return store.open_read(f"{vol['directory']}/{name}"), vol["gz_size"]
 
-                result = hosts.run_mover(session, host, job, on_line, open_volume)
-        else:
+            result = hosts.run_mover(session, host, job, on_line, open_volume)
+    else:
+        with ssh.connect(host) as session:
             result = hosts.run_mover(session, host, job, on_line)
     update_progress_artifact(artifact, progress=100.0)
     return {**result, "data_path": path}

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from flows.deploy_host import deploy_host
+from infra import host as hosts
+from infra.configfile import load_config
 from infra.host import NoPython
 from infra.ssh import HostKeyError
 from tests.support.host_site import (
@@ -158,6 +160,49 @@ def test_host_side_mover_killed_mid_deploy_fails_clearly_and_a_rerun_completes(f
     assert result["set"] == part.parent.name and site.current() == f"sets/{result['set']}"
     for volser in ("WORK01", "WORK02"):
         assert sha256(site.image_dir / "current" / volser) == sha256(site.source(volser))
+
+
+# --- the pull key and the host session, made at the same time ----------------------------------
+
+
+def _session_of(site: HostSite, **host: object) -> tuple:
+    cfg = load_config(site.config("pull.yaml", **host))
+    return cfg.host(HOST), cfg.storage
+
+
+def test_the_pull_key_is_removed_when_the_host_session_cannot_be_made(fault_site: HostSite) -> None:
+    wrong = fault_site.host.wrong_known_hosts(fault_site.root / "wrong_host_known_hosts")
+    host, storage = _session_of(fault_site, known_hosts_file=str(wrong))
+    with (
+        pytest.raises(HostKeyError, match=r"host key of 127\.0\.0\.1:\d+ does not match"),
+        hosts.pulling_session(host, storage, "127.0.0.1", IMAGE),
+    ):
+        raise AssertionError("a session to a host whose key does not match")
+    assert fault_site.pull_keys() == []
+
+
+def test_the_pull_key_is_removed_when_the_storage_connection_dropped_during_the_run(fault_site: HostSite) -> None:
+    host, storage = _session_of(fault_site)
+    with hosts.pulling_session(host, storage, "127.0.0.1", IMAGE) as (session, key):
+        assert [k for k in fault_site.pull_keys() if f"run={key.run} " in k]
+        assert session.run("true", timeout=30).status == 0
+        assert fault_site.storage.kill_sessions() > 0  # the connection kept for removing the key
+    assert fault_site.pull_keys() == []
+
+
+def test_no_host_session_is_left_when_the_storage_server_refuses(fault_site: HostSite) -> None:
+    cfg = load_config(fault_site.config("pull.yaml"))
+    wrong = fault_site.storage.wrong_known_hosts(fault_site.root / "wrong_storage_known_hosts")
+    storage = cfg.storage.model_copy(update={"known_hosts_file": str(wrong)})
+    with (
+        pytest.raises(HostKeyError, match=r"host key of 127\.0\.0\.1:\d+ does not match"),
+        hosts.pulling_session(cfg.host(HOST), storage, "127.0.0.1", IMAGE),
+    ):
+        raise AssertionError("a pull key on a storage server whose key does not match")
+    deadline = time.monotonic() + 10
+    while fault_site.host.session_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fault_site.host.session_processes() == []
 
 
 # --- bad inputs: a clear error before anything is written -----------------------------------------
