@@ -40,6 +40,7 @@ class VolumeResult:
     attempts: int = 0
     checks: dict[str, str] = field(default_factory=dict)
     error: Optional[str] = None
+    retryable: bool = False  # failed, but a later run may pass (not a missing object, bad bytes or a full disk)
     deployed_sha256: Optional[str] = None  # after members were rewritten in place; sha256 stays the extraction's
 
     def as_json(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def convert_volume(
                 or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
             )
             if final or attempt > settings.retries:
-                result.state, result.error = "failed", message
+                result.state, result.error, result.retryable = "failed", message, not final
                 break
             log(f"{message}; retrying from the start (attempt {attempt + 1} of {settings.retries + 1})")
             time.sleep(settings.retry_delay)

@@ -44,7 +44,7 @@ from datamover.manifest import VolumeEntry
 from datamover.names import check_image_name, check_object_name, check_volser
 from datamover.progress import Progress, Ticker, log
 from datamover.rewrite import apply_jobs, member_jobs
-from datamover.sftp import SftpConnection
+from datamover.sftp import SftpConnection, SftpError
 from datamover.sources import LocalSource
 from datamover.stage import Unreachable, check_reachable, stage
 
@@ -71,7 +71,26 @@ BOOTSTRAP = (
 
 
 class HostError(MoverError):
-    pass
+    """A refusal or failure here; `retryable`: whether the orchestrator's next try may pass (a
+    mistake in the job or the host stays one, a lost stream may not)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# what another try meets again: the disk is full, the file system read-only, access denied
+_FINAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether the error the mover answers with may pass on the orchestrator's next try."""
+    flag = getattr(exc, "retryable", None)
+    if flag is not None:
+        return bool(flag)
+    if isinstance(exc, SftpError):  # the connection to the storage server
+        return True
+    return isinstance(exc, OSError) and exc.errno not in _FINAL_ERRNOS
 
 
 def _answer(doc: dict[str, Any]) -> None:
@@ -101,7 +120,10 @@ def run_host(job_file: Optional[str]) -> int:
             result = probe(job) if job["action"] == "probe" else Deploy(job).run()
     except (MoverError, OSError) as exc:
         log(f"error: {exc}")
-        _answer({"error": str(exc), **({"unreachable": True} if isinstance(exc, Unreachable) else {})})
+        _answer({
+            "error": str(exc), "retryable": retryable(exc),
+            **({"unreachable": True} if isinstance(exc, Unreachable) else {}),
+        })  # fmt: skip
         return 1
     _answer({"result": result})
     return 0
@@ -393,7 +415,7 @@ class _RelayReader:
             return b""
         data = self._stream.read(min(size, self._left))
         if not data:
-            raise HostError(f"relay: the stream ended {self._left} bytes early")
+            raise HostError(f"relay: the stream ended {self._left} bytes early", retryable=True)
         self._left -= len(data)
         return data
 
@@ -419,7 +441,7 @@ class RelaySource:
         _answer({"need": name})
         header = json.loads(sys.stdin.buffer.readline() or b"null")
         if not isinstance(header, dict) or header.get("file") != name or not isinstance(header.get("bytes"), int):
-            raise HostError(f"relay: expected the bytes of {name}, got {header!r}")
+            raise HostError(f"relay: expected the bytes of {name}, got {header!r}", retryable=True)
         return _RelayReader(sys.stdin.buffer, header["bytes"])
 
     def close(self) -> None:
@@ -668,7 +690,7 @@ class Deploy:
         part = os.path.join(self.set_dir, vol["volser"] + ".part")
         result = convert_volume(entry, "data", source, part, progress, threading.Event(), settings)
         if result.state != "succeeded":
-            raise HostError(result.error or f"volume {vol['volser']}: {result.state}")
+            raise HostError(result.error or f"volume {vol['volser']}: {result.state}", result.retryable)
         self._place(vol, part, result.sha256 or "", "transferred", result.gz_bytes, result.seconds)
 
     def _place(

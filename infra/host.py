@@ -58,6 +58,13 @@ class Unreachable(HostError):
     """The mover could not reach what it was sent to reach (the object store, from a storage server)."""
 
 
+class MoverLost(HostError):
+    """The mover ended without answering (killed, or the machine ran out of memory): another try
+    resumes what it did."""
+
+    retryable = True
+
+
 def mover_command(host: Host, image: str) -> str:
     # the trailing words name the process on the host (ps shows them)
     return f"{shlex.quote(host.python)} -c {shlex.quote(BOOTSTRAP)} zimage-deploy-host {shlex.quote(image)}"
@@ -141,9 +148,11 @@ def run_job(
                 f"{who} ({where}): no Python 3 as {python!r} (exit status {status}: {detail}); install python3 (3.8 or "
                 f"later) or set {python_key}"
             )
-        raise HostError(f"{who}: the data mover ended without an answer (exit status {status}): {detail}")
+        raise MoverLost(f"{who}: the data mover ended without an answer (exit status {status}): {detail}")
     if "error" in answer:
-        raise (Unreachable if answer.get("unreachable") else HostError)(f"{who}: {answer['error']}")
+        error = (Unreachable if answer.get("unreachable") else HostError)(f"{who}: {answer['error']}")
+        error.retryable = answer.get("retryable") is True  # the mover's word: a mistake is not tried again
+        raise error
     return answer["result"]
 
 

@@ -22,6 +22,7 @@ from infra.mover_local import percent_of
 from infra.staging_store import open_store
 from tasks.build import read_manifests
 from tasks.ipl import ieasym_rewrites
+from tasks.retry import retryable
 from zimage import host_set, staging
 from zimage.build import BuiltImage, build_image
 from zimage.config import Config, Host
@@ -95,7 +96,7 @@ def _devmap(cfg: Config, host: Host, image: str, built: BuiltImage) -> str:
     return host_set.host_devmap(host, cfg.image(image), built)
 
 
-@task(name="probe-host", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="probe-host", retries=2, retry_delay_seconds=5, retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def probe_host(config: str, host_name: str, image: str) -> host_set.HostState:
     cfg = load_config(config)
     return probe(cfg, cfg.host(host_name), image)
@@ -129,7 +130,7 @@ def _progress_lines(
     return artifact, on_line
 
 
-@task(name="deploy-set", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(name="deploy-set", retries=1, retry_delay_seconds=10, retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def deploy_set(
     config: str,
     host_name: str,

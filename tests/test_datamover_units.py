@@ -4,6 +4,7 @@ configuration validation, the zipapp."""
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import importlib.util
 import json
@@ -146,7 +147,23 @@ def test_a_volume_converts_alike_on_threads_or_inline(
 
     assert failed.state == "failed"
     assert failed.error == "volume WORK01: [Errno 5] Input/output error: the disk went away"
+    assert failed.retryable  # unlike a full disk or bad bytes, an I/O error may pass on a later run
     assert threading.active_count() == threads  # no reader or sink thread left behind
+
+
+def test_the_host_mover_says_which_errors_another_try_may_pass() -> None:
+    from datamover.errors import VolumeError
+    from datamover.host import HostError, retryable
+    from datamover.sftp import SftpError
+
+    assert not retryable(HostError("owner 'x' does not exist on this host (no such user)"))
+    assert retryable(HostError("relay: the stream ended 10 bytes early", retryable=True))
+    assert not retryable(OSError(errno.ENOSPC, "No space left on device"))
+    assert not retryable(OSError(errno.EACCES, "Permission denied"))
+    assert retryable(OSError(errno.ECONNRESET, "Connection reset by peer"))
+    assert retryable(SftpError("storage: connection lost"))
+    assert not retryable(MoverError("volumes[0].volser 'bad' is not a VOLSER"))
+    assert not retryable(VolumeError("WORK01", "sha256 is x, image-metadata.json says y", False))
 
 
 def test_vol1_label_of_a_real_dasdinit_volume(tmp_path: Path) -> None:

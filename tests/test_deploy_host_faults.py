@@ -33,6 +33,7 @@ from tests.support.host_site import (
     start_site,
 )
 from tests.support.pds import Dataset, load_volume
+from tests.test_retry import task_runs_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -225,8 +226,15 @@ def test_a_wrong_host_key_is_refused(fault_site: HostSite) -> None:
     _refused(fault_site, r"host key of 127\.0\.0\.1:\d+ does not match", HostKeyError, known_hosts_file=str(wrong))
 
 
-def test_an_owner_that_does_not_exist_is_refused(fault_site: HostSite) -> None:
-    _refused(fault_site, "owner 'nosuchuser' does not exist on this host", owner="nosuchuser")
+def test_an_owner_that_does_not_exist_is_refused_at_once(fault_site: HostSite) -> None:
+    before, keys = fault_site.snapshot(), (fault_site.storage.directory / "authorized_keys").read_text()
+    state = deploy_host(fault_site.config("bad.yaml", owner="nosuchuser"), IMAGE, HOST, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="owner 'nosuchuser' does not exist on this host"):
+        state.result()
+    probes = [run for name, run in task_runs_of(state.state_details.flow_run_id).items() if name.startswith("probe")]
+    assert [run.run_count for run in probes] == [1]  # a mistake is not tried again
+    _nothing_written(fault_site, before, keys)
 
 
 def test_a_host_without_python_is_refused(fault_site: HostSite) -> None:
