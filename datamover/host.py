@@ -662,7 +662,7 @@ class Deploy:
     def _transfer(self, pending: list[dict[str, Any]]) -> None:
         relay = self.job.get("data_path") == "relay"
         # every volume's sha256 is in the job: the compressed bytes need no hash of their own
-        settings = Settings(inflate_module()[1], retries=0 if relay else 2, retry_delay=2.0, sync=True, gz_sha256=False)
+        settings = Settings(inflate_module()[1], retries=0 if relay else 2, retry_delay=2.0, sync=True)
         progress = Progress()
         for vol in pending:
             progress.add_volume(vol["volser"], vol["gz_size"], vol["size"])

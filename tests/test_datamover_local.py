@@ -76,7 +76,7 @@ def test_all_in_data_holds_identical_volumes_owned_by_999(mover_objects: MoverOb
     for entry in mover_objects.entries:
         vol = by_name[entry["name"]]
         assert vol["sha256"] == entry["sha256"] and vol["bytes"] == entry["size"]
-        assert vol["checks"]["sha256"] == vol["checks"]["gz-sha256"] == "verified"
+        assert vol["checks"]["sha256"] == "verified" and vol["checks"]["gz-sha256"].startswith("not computed")
         assert vol["mb-per-s"] is not None and vol["seconds"] >= 0
     assert by_name["ZRES01"]["checks"]["vol1"] == "VOL1 label ZRES01 verified"
     assert "not checked" in by_name["SYN#01"]["checks"]["vol1"]

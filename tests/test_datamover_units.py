@@ -4,6 +4,7 @@ configuration validation, the zipapp."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import gzip
 import importlib.util
@@ -140,7 +141,7 @@ def test_a_volume_converts_alike_on_threads_or_inline(
 
     assert done.state == "succeeded", done.error
     assert (tmp_path / "WORK01").read_bytes() == raw.read_bytes()
-    assert done.checks["sha256"] == done.checks["gz-sha256"] == "verified"
+    assert done.checks["sha256"] == "verified" and done.gz_sha256 is None  # the volume's sha256 proves the bytes
     assert done.written < done.bytes == raw.stat().st_size  # zero blocks left as holes
 
     failed = convert_volume(vol, "data", source, _FailingWriter, progress, threading.Event(), settings, pipelined)
@@ -149,6 +150,29 @@ def test_a_volume_converts_alike_on_threads_or_inline(
     assert failed.error == "volume WORK01: [Errno 5] Input/output error: the disk went away"
     assert failed.retryable  # unlike a full disk or bad bytes, an I/O error may pass on a later run
     assert threading.active_count() == threads  # no reader or sink thread left behind
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["threads", "inline"])
+def test_without_the_volumes_sha256_the_compressed_bytes_are_checked(
+    pipelined: bool, mover_objects: MoverObjects, tmp_path: Path
+) -> None:
+    entry = mover_objects.add("WORK01", dasd_volume(tmp_path / "work01.ckd", "WORK01"))
+    del entry["sha256"]
+    good = entry["gz-sha256"]
+    objects = mover_objects.write()
+    vol = parse_manifest((objects / "image-metadata.json").read_bytes()).volumes[0]
+    source, progress = LocalSource(str(objects)), Progress()
+    progress.add_volume(vol.name, source.size(vol.file_name), vol.size)
+    convert = lambda v: convert_volume(  # noqa: E731
+        v, "data", source, str(tmp_path / "WORK01"), progress, threading.Event(), Settings(zlib, 0, 0), pipelined
+    )
+
+    done = convert(vol)
+    assert done.state == "succeeded" and done.gz_sha256 == good and done.checks["gz-sha256"] == "verified"
+    assert done.checks["sha256"].startswith("skipped")
+
+    failed = convert(dataclasses.replace(vol, gz_sha256="0" * 64))
+    assert failed.state == "failed" and f"gz-sha256 is {good}, image-metadata.json says {'0' * 64}" in failed.error
 
 
 def test_the_host_mover_says_which_errors_another_try_may_pass() -> None:
