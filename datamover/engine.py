@@ -94,7 +94,9 @@ def convert_all(
     the first volume that stays wrong cancels the rest and fails the run with that volume named."""
     cancel = threading.Event()
     vols = sorted(inputs.manifest.volumes, key=lambda v: -(v.size or 0))  # longest first
-    waiting, unfinished = [len(vols)], [len(vols)]  # volumes not started, not finished
+    cpus = os.cpu_count() or 1
+    # volumes not started; volumes and bytes not finished
+    waiting, unfinished, left = [len(vols)], [len(vols)], [sum(v.size or 0 for v in vols)]
     lock = threading.Lock()
 
     def one(index: int) -> None:
@@ -103,14 +105,13 @@ def convert_all(
         dest = os.path.join(dirs[target], vol.name) if open_writer is None else lambda: open_writer(target, vol.name)
         with lock:
             waiting[0] -= 1
-            # volumes enough to keep the CPUs busy convert one stage after the other; fewer, or the
-            # last one (the others end before it), take threads of their own
-            pipelined = unfinished[0] < (os.cpu_count() or 1) or waiting[0] == 0
+            pipelined = pipelines(vol.size or 0, cpus, unfinished[0], waiting[0], left[0])
         try:
             result = convert_volume(vol, target, source, dest, progress, cancel, settings, pipelined)
         finally:
             with lock:
                 unfinished[0] -= 1
+                left[0] -= vol.size or 0
         report.volumes[index] = result
         if result.state == "failed":
             cancel.set()
@@ -124,6 +125,15 @@ def convert_all(
     if failed:
         others = f" ({len(failed) - 1} more volume(s) failed, see the report)" if len(failed) > 1 else ""
         raise MoverError(f"{failed[0].error}{others}")
+
+
+def pipelines(size: int, cpus: int, unfinished: int, waiting: int, left: int) -> bool:
+    """Whether a volume of `size` bytes that starts now converts on threads of its own: `unfinished`
+    volumes (this one too) of `left` bytes are not done, `waiting` have not started. Volumes enough
+    to keep the CPUs busy convert one stage after the other, on one CPU each; a volume that would
+    then end last (the last to start, one too large for its share of what is left) or too few
+    volumes to go round take threads."""
+    return unfinished < cpus or waiting == 0 or size * cpus >= left
 
 
 @contextmanager

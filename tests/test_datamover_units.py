@@ -175,6 +175,19 @@ def test_without_the_volumes_sha256_the_compressed_bytes_are_checked(
     assert failed.state == "failed" and f"gz-sha256 is {good}, image-metadata.json says {'0' * 64}" in failed.error
 
 
+def test_volumes_enough_for_the_cpus_convert_inline_and_the_tail_on_threads() -> None:
+    from datamover.engine import pipelines
+
+    mb = 1 << 20
+    # four equal volumes, 2 CPUs, 3 workers: the first three inline, the last one on threads
+    assert [pipelines(256 * mb, 2, 4, w, 1024 * mb) for w in (3, 2, 1)] == [False, False, False]
+    assert pipelines(256 * mb, 2, 3, 0, 768 * mb)
+    # one volume far larger than the rest would end last on one CPU
+    assert pipelines(1900 * mb, 2, 3, 2, 2284 * mb) and not pipelines(256 * mb, 2, 3, 1, 2284 * mb)
+    # fewer volumes than CPUs: all on threads
+    assert pipelines(10 * mb, 8, 3, 2, 30 * mb)
+
+
 def test_the_host_mover_says_which_errors_another_try_may_pass() -> None:
     from datamover.errors import VolumeError
     from datamover.host import HostError, retryable
