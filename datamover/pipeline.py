@@ -3,7 +3,7 @@
 Threaded, they overlap: zlib, hashlib and os.pwrite release the GIL, so one volume uses several CPUs.
 Inline, they run one after the other on the caller's thread: when as many volumes convert at once as
 there are CPUs, the volumes keep the CPUs busy, and the hand-offs between threads (and the GIL they
-contend for) would cost about a third more CPU for nothing.
+contend for) would cost about a fifth more CPU for nothing.
 """
 
 import hashlib
