@@ -56,14 +56,24 @@ def fault_site(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) 
         site.stop()
 
 
-def _host_movers() -> list[int]:
-    """pids of data movers running as deploy-host on the host (this machine plays it)."""
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _host_movers(site: HostSite) -> list[int]:
+    """pids of data movers running as deploy-host under this site's host sshd (this machine plays
+    the host; the movers of another test run on the machine are not this test's to kill)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"\0zimage-deploy-host\0" in (entry / "cmdline").read_bytes():
+            if not (entry.name.isdigit() and b"\0zimage-deploy-host\0" in (entry / "cmdline").read_bytes()):
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != site.host.process.pid:
+                pid = _parent(pid)
+            if pid == site.host.process.pid:
                 found.append(int(entry.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
             continue
     return found
 
@@ -110,7 +120,8 @@ def test_orchestrator_killed_mid_deploy_leaves_current_intact_and_a_rerun_comple
     cli = start_cli(site.root, "run", "deploy-host", "--config", site.config(), "--image", IMAGE, "--host", HOST)
     try:
         part = _wait_for_part(site, cli)
-        movers = _host_movers()
+        movers = _host_movers(site)
+        assert movers, "no host-side mover under the site's sshd while a volume is written"
         cli.kill()
     finally:
         cli.reap()
@@ -144,7 +155,7 @@ def test_host_side_mover_killed_mid_deploy_fails_clearly_and_a_rerun_completes(f
         # the deploy task's retry resumes the set: kill its mover too, so that the run fails
         deadline = time.monotonic() + 240
         while cli.proc.poll() is None and time.monotonic() < deadline:
-            for pid in _host_movers():
+            for pid in _host_movers(site):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
             time.sleep(0.01)
