@@ -36,9 +36,13 @@ class Feed:
         self.count += len(data)
         return data
 
+    def _next(self) -> bytes:
+        """The next chunk; empty at the end."""
+        return self._read()
+
     def __iter__(self) -> Iterator[bytes]:
         while True:
-            data = self._read()
+            data = self._next()
             if not data:
                 return
             self._on_bytes(len(data))
@@ -79,15 +83,11 @@ class Prefetcher(Feed):
                 continue
         return False
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            item = self._queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                return
-            self._on_bytes(len(item))
-            yield item
+    def _next(self) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def close(self) -> None:
         self._stop.set()

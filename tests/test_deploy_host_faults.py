@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,11 +226,14 @@ def _nothing_written(site: HostSite, before: dict[str, str], keys: str) -> None:
     assert (site.storage.directory / "authorized_keys").read_text() == keys
 
 
-def _refused(site: HostSite, match: str, error: type[BaseException] = Exception, **host: object) -> None:
+def _refused(site: HostSite, match: str, error: type[BaseException] = Exception, **host: object) -> Any:
+    """The deploy with hosts[0] changed by `host` fails with `error` and writes nothing; its final state."""
     before, keys = site.snapshot(), (site.storage.directory / "authorized_keys").read_text()
+    state = deploy_host(site.config("bad.yaml", **host), IMAGE, HOST, return_state=True)
     with pytest.raises(error, match=match):
-        deploy_host(site.config("bad.yaml", **host), IMAGE, HOST)
+        state.result()
     _nothing_written(site, before, keys)
+    return state
 
 
 def test_a_wrong_host_key_is_refused(fault_site: HostSite) -> None:
@@ -238,14 +242,10 @@ def test_a_wrong_host_key_is_refused(fault_site: HostSite) -> None:
 
 
 def test_an_owner_that_does_not_exist_is_refused_at_once(fault_site: HostSite) -> None:
-    before, keys = fault_site.snapshot(), (fault_site.storage.directory / "authorized_keys").read_text()
-    state = deploy_host(fault_site.config("bad.yaml", owner="nosuchuser"), IMAGE, HOST, return_state=True)
+    state = _refused(fault_site, "owner 'nosuchuser' does not exist on this host", owner="nosuchuser")
     assert state.is_failed()
-    with pytest.raises(Exception, match="owner 'nosuchuser' does not exist on this host"):
-        state.result()
     probes = [run for name, run in task_runs_of(state.state_details.flow_run_id).items() if name.startswith("probe")]
     assert [run.run_count for run in probes] == [1]  # a mistake is not tried again
-    _nothing_written(fault_site, before, keys)
 
 
 def test_a_host_without_python_is_refused(fault_site: HostSite) -> None:
