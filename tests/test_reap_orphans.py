@@ -89,32 +89,48 @@ def test_a_killed_deploy_is_reaped(deploy_site: DeploySite) -> None:
     assert again["orphaned"] == [] and again["deleted"] == []
 
 
-def test_a_deploy_killed_while_publishing_leaves_no_product_behind(
-    deploy_site: DeploySite, vsi_emulator: VsiEmulator
+@pytest.mark.parametrize("snapshot_ready", [False, True], ids=["both importing", "snapshot ready"])
+def test_a_deploy_killed_while_publishing_leaves_no_unfinished_product_behind(
+    deploy_site: DeploySite, vsi_emulator: VsiEmulator, snapshot_ready: bool
 ) -> None:
-    """The custom image still importing and the snapshot are in the ledger: reap-orphans deletes
-    them, so the re-run's name check passes."""
+    """Killed while the custom image still imports: reap-orphans deletes the products the ledger holds
+    as unfinished, so the re-run's name check passes; a snapshot that was ready (kept, as publish keeps
+    a ready product when the other fails) stays."""
     site = deploy_site
     config = site.config()
     site.fake.stick("images", "pending", name=f"^{IMAGE}$")
+    if not snapshot_ready:
+        site.fake.stick("snapshots", "pending", name=f"^{IMAGE}-data$")
+
+    def killable() -> bool:
+        if not site.products()[0]:
+            return False
+        states = {e.kind: e.state for e in site.ledgers()[0].entries}
+        return not snapshot_ready or states.get("snapshot") == "kept"
+
     child = _deploy_in_a_child(config)
     try:
         deadline = time.monotonic() + 180
-        while not site.products()[0] and child.poll() is None and time.monotonic() < deadline:
+        while not killable() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert site.products()[0] == [IMAGE], child.stdout.read() if child.poll() is not None else "no image"
+        assert killable(), child.stdout.read() if child.poll() is not None else "not killable in time"
         child.send_signal(signal.SIGKILL)
     finally:
         output, _ = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, output
     (ledger,) = site.ledgers()
-    assert {e.kind: e.state for e in ledger.entries}["image"] in ("creating", "created")  # killed at the call
+    states = {e.kind: e.state for e in ledger.entries}
+    assert states["image"] in ("creating", "created")  # killed at the call or while importing
+    assert states["snapshot"] == ("kept" if snapshot_ready else "created")
 
     done = reap_orphans(config, dry_run=False, **FAST)
 
     assert done["orphaned"] == [ledger.build_id]
-    assert f"image {IMAGE}" in done["deleted"] and f"snapshot {IMAGE}-data" in done["deleted"]
-    assert site.fake.leftovers(products=True) == []
+    assert f"image {IMAGE}" in done["deleted"]
+    assert (f"snapshot {IMAGE}-data" in done["deleted"]) is not snapshot_ready
+    left = [line.split(" (")[0] for line in site.fake.leftovers(products=True)]
+    assert left == ([f"snapshots {IMAGE}-data"] if snapshot_ready else [])
+    assert site.products() == ([], [f"{IMAGE}-data"] if snapshot_ready else [])
     assert site.bucket.pending_uploads() == []
 
 
