@@ -110,6 +110,17 @@ def test_unclosed_comment_is_an_error() -> None:
     ]
 
 
+def test_a_value_may_take_a_substring_of_a_symbol() -> None:
+    text = records(["SYSDEF    SYSNAME(SYSZ25A)", "          SYSCLONE(&SYSNAME(6:2))", *GOOD_DEFS])
+    member = parse_ieasym(text)
+    assert member.sysdefs[0].parameters == {"SYSNAME": "SYSZ25A", "SYSCLONE": "&SYSNAME(6:2)"}
+    assert messages(findings_for(text), "error") == []
+    unclosed = records(["SYSDEF    SYSNAME(SYSZ25A)", "          SYSCLONE(&SYSNAME(6:2)", *GOOD_DEFS])
+    assert messages(findings_for(unclosed), "error") == [
+        "2:error:SYSCLONE( is not closed on its record (unterminated parenthesis); a parameter cannot span records"
+    ]
+
+
 def test_sysdef_over_several_lines_with_filters() -> None:
     text = records(
         [

@@ -264,12 +264,17 @@ class _Parser:
 
     def _parameter(self, keyword: str, start: int, open_paren: int) -> int:
         s = self.s
-        k, quoted = open_paren + 1, False
+        # a value may hold a substring of a symbol, SYSCLONE(&SYSNAME(3:2)): parentheses nest
+        k, quoted, depth = open_paren + 1, False, 0
         while k < len(s) and s[k] != "\n":
             if s[k] == "'":
                 quoted = not quoted
+            elif s[k] == "(" and not quoted:
+                depth += 1
             elif s[k] == ")" and not quoted:
-                break
+                if depth == 0:
+                    break
+                depth -= 1
             k += 1
         if k >= len(s) or s[k] != ")":
             what = "quote" if quoted else "parenthesis"
