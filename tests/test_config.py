@@ -72,6 +72,8 @@ def test_dump_round_trips() -> None:
          "sources[0].extraction.command", "{dsn}"),
         (lambda d: d["sources"][0]["extraction"].update(command="extract {volser!r} {target}"),
          "sources[0].extraction.command", "no format"),
+        (lambda d: d["sources"][0]["extraction"].update(command="extract --unit {devnum}"),
+         "sources[0].extraction.command", "{target}, {target_path} or {volser}"),
         (lambda d: d["sources"][0].update(name="SYSTEM123"), "sources[0].name", "1-8"),
         (lambda d: d["sources"][0].update(private_key_file=None), "sources[0]", "private_key_file"),
         (lambda d: d["sources"][0]["parmlib"].update(ieasym="SYS1.PARMLIB"), "sources[0].parmlib.ieasym", "member"),

@@ -197,7 +197,7 @@ def _command_template(value: str) -> str:
             raise ValueError(f"extraction command: placeholder {{{field}}} takes no format or conversion")
         used.append(field)
     if "volser" not in used and "target" not in used and "target_path" not in used:
-        raise ValueError("extraction command must use {target} or {target_path} to say where the volume goes")
+        raise ValueError("extraction command must use {target}, {target_path} or {volser} to say where the volume goes")
     return value
 
 
