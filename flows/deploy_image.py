@@ -39,7 +39,7 @@ from infra.ibmcloud import Timing, connect, resolve_api_key
 from tasks.convert import convert_locally
 from tasks.ipl import find_ieasym
 from tasks.mover_vsi import MoverCancelled, MoverResources, check_mover_image, provision_mover, wait_for_mover
-from tasks.publish import check_product_names, copy_qcow2_to_root, publish
+from tasks.publish import check_image_import, check_product_names, copy_qcow2_to_root, publish
 from tasks.stage import stage_auxiliary, stage_volume
 from tasks.teardown import TeardownResult, check_image_free, open_ledger, teardown_flow_run, teardown_once
 from zimage import objects, resources
@@ -236,14 +236,7 @@ def _deploy_vsi(
     cloud = connect(target, resolve_api_key(target), timing=timing)
     check_product_names(cloud, spec, index)
     mover_image = check_mover_image(cloud, target.mover.image)
-    cos_instance = cloud.resource_controller.find_cos_instance(target.cos.instance_name)
-    if not cloud.check_image_authorization(cos_instance.guid):
-        raise RuntimeError(
-            f"the VPC image service may not read the Cloud Object Storage instance {cos_instance.name}, so the "
-            "custom image could not be imported; nothing was created. Create the authorization once: ibmcloud iam "
-            "authorization-policy-create is cloud-object-storage Reader --source-resource-type image "
-            f"--target-service-instance-id {cos_instance.guid}"
-        )
+    check_image_import(cloud, target.cos.instance_name)
     store = open_object_store(target.cos)
 
     build_id = resources.new_build_id()

@@ -5,7 +5,10 @@
 For each source system in scope: SSH reachability with the host key verified, and the IEASYMxx /
 TCP/IP PROFILE / TCPDATA members its parmlib names, read over SSH and checked for the symbols
 Wazi aaS rewrites. For the storage server: reachability, a writable staging root, and its free
-space against an estimate of the compressed size of the components in scope. Everything is
+space against an estimate of the compressed size of the components in scope. With a `target:`:
+COS (the bucket takes a probe object, deleted) and, for `target.mover.mode: vsi`, the VPC API (the
+API key, the mover image, the product names of an image in scope, the image service's authorization
+to read COS); nothing is created in the account. Everything is
 published as one markdown artifact; the flow fails, naming every error, when any check has one.
 """
 
@@ -23,7 +26,7 @@ from infra.configfile import load_config
 from infra.parmlib import configured
 from tasks.build import NoGeneration
 from tasks.ipl import check_ipl_chain
-from tasks.preflight import RETRY_DELAY_SECONDS, check_source, check_storage, location
+from tasks.preflight import RETRY_DELAY_SECONDS, check_cloud, check_source, check_storage, location
 from zimage.config import Source
 from zimage.findings import Finding
 from zimage.ipl_report import ipl_check_name, preflight_check
@@ -32,6 +35,7 @@ from zimage.preflight import (
     PreflightReport,
     SourceReport,
     StorageReport,
+    cos_check_name,
     estimate,
     failure_message,
     markdown,
@@ -40,6 +44,7 @@ from zimage.preflight import (
     select,
     space_check,
     storage_check_name,
+    vpc_check_name,
     worst,
 )
 
@@ -73,6 +78,14 @@ def _ipl_outcome(image: str, future: Any) -> tuple[Check, list[Finding] | None]:
     return preflight_check(report), report.findings
 
 
+def _cloud_outcome(mode: str, future: Any) -> list[Check]:
+    try:
+        return future.result()
+    except Exception as exc:
+        names = [cos_check_name()] + [vpc_check_name()] * (mode == "vsi")
+        return [_failed(name, "target", exc) for name in names]
+
+
 def _run_name() -> str:
     """preflight-IMAGE, preflight-SYSTEM or preflight-all: what the run covers."""
     return "preflight-" + (flow_run.parameters.get("image") or flow_run.parameters.get("system") or "all")
@@ -85,14 +98,17 @@ def preflight(
     system: str | None = None,
     retry_delay_seconds: float = RETRY_DELAY_SECONDS,
     ipl_check: bool = True,
+    cloud_check: bool = True,
 ) -> dict[str, Any]:
-    """Check that source systems and the storage server are ready before a run.
+    """Check that source systems, the storage server and the cloud target are ready before a run.
 
     Reaches every source system in scope and the storage server over SSH (host keys verified),
     reads the IEASYMxx, TCP/IP PROFILE and TCPDATA members named in each source's parmlib and checks
     the symbols Wazi aaS rewrites, and compares the staging directory's free space with the
-    estimated compressed size of the components in scope. Publishes a markdown artifact
-    `preflight-IMAGE` (or `preflight-SYSTEM`); fails listing the errors when any check has one.
+    estimated compressed size of the components in scope. With a target: writes and deletes a probe
+    object in the COS bucket and asks the VPC API what a deploy needs (nothing is created).
+    Publishes a markdown artifact `preflight-IMAGE` (or `preflight-SYSTEM`); fails listing the
+    errors when any check has one.
 
     Args:
         config: Path of the zimage YAML config on the machine running the flow.
@@ -101,6 +117,7 @@ def preflight(
         retry_delay_seconds: Wait between the retries of a failed connection (2 retries).
         ipl_check: With an image: check its IPL chain on the newest staged generation, read on the
             storage server (LOADPARM, LOADxx, IODF, parmlib, IEASYMxx and TCP/IP members on the volumes).
+        cloud_check: With a `target:` in the config: reach COS and (mover mode vsi) the VPC API.
     """
     log = get_run_logger()
     cfg = load_config(config)  # every config problem before any connection
@@ -111,6 +128,8 @@ def preflight(
     storage_future = storage_task.submit(config)
     ipl_future = (check_ipl_chain.with_options(retry_delay_seconds=retry_delay_seconds).submit(config, image)
                   if image and ipl_check else None)
+    cloud_future = (check_cloud.submit(config, image, min(retry_delay_seconds, 1.0))
+                    if cfg.target is not None and cloud_check else None)
     source_futures = {s: source_task.submit(config, s) for s in scope.systems}
     sources = [_source_outcome(cfg.source(s), f) for s, f in source_futures.items()]
     try:
@@ -122,6 +141,8 @@ def preflight(
         storage_check = storage.check
     est = estimate([cfg.component(n) for n in scope.components])
     checks = [c for s in sources for c in s.checks] + [storage_check, space_check(storage, est)]
+    if cloud_future is not None:
+        checks += _cloud_outcome(cfg.cloud.mover.mode, cloud_future)
     findings = {s.system: s.findings for s in sources}
     if image and ipl_future is not None:
         ipl, ipl_findings = _ipl_outcome(image, ipl_future)

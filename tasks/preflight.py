@@ -1,5 +1,7 @@
 """Prefect tasks of the preflight flow: reach a source system (host key verified) and check its
-parmlib members; reach the storage server and measure the staging directory's free space.
+parmlib members; reach the storage server and measure the staging directory's free space; with a
+`target:`, reach COS (the bucket takes a probe object) and the VPC API (what deploy-image checks before
+it creates anything).
 
 A task raises when the connection itself fails, so that Prefect retries what may pass (a dropped
 or refused connection) and not what will not (host key, authentication); the flow turns a final
@@ -8,25 +10,35 @@ failure into an error check. Everything else ends up as a `Check` with a status.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra import ssh
 from infra.configfile import load_config
+from infra.cos import open_object_store
+from infra.iam import account_id
+from infra.ibmcloud import Timing, connect, resolve_api_key
 from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
 from infra.staging_store import StagingError, open_store
 from infra.storage_upload import StorageCannotUpload, check_storage_upload
+from tasks.mover_vsi import check_mover_image
+from tasks.publish import check_image_import, check_product_names
 from tasks.retry import retryable
-from zimage.config import Cos, Source, Storage
+from zimage.config import Config, Cos, Source, Storage
 from zimage.findings import Finding, count, sort_findings
 from zimage.preflight import (
     Check,
     SourceReport,
     Status,
     StorageReport,
+    cos_check_name,
     parmlib_check_name,
     reach_check_name,
     storage_check_name,
+    vpc_check_name,
     worst,
 )
 from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
@@ -147,3 +159,83 @@ def _stage_path_check(storage: Storage, cos: Cos) -> tuple[Status, str]:
             return "error", f"storage.stage_path is direct, but {exc}"
         return "ok", f"staged files will be relayed through the worker: {exc}"
     return "ok", f"the storage server uploads staged files to COS itself ({found})"
+
+
+def _problem(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _cos_check(cos: Cos) -> Check:
+    """The bucket takes a small probe object, read back and deleted: what staging needs of the credentials."""
+    probe = f"zimage-preflight-{secrets.token_hex(8)}"
+    try:
+        store = open_object_store(cos)
+        where = store.describe()
+        store.put_bytes(probe, b"zimage preflight probe\n")
+        try:
+            found = store.head(probe)
+        finally:
+            store.delete(probe)
+        if found is None:
+            return Check(name=cos_check_name(), target=where, status="error",
+                         messages=[f"the probe object {probe} was written but cannot be read back"])
+    except Exception as exc:  # every failure is this check's finding (credentials, bucket, endpoint)
+        return Check(name=cos_check_name(), target=cos.bucket, status="error", messages=[_problem(exc)])
+    how = "local object directory" if cos.local_directory else f"endpoint {cos.direct_endpoint}"
+    return Check(name=cos_check_name(), target=where, status="ok",
+                 messages=[f"a probe object was written, read back and deleted ({how})"])
+
+
+def _vpc_check(cfg: Config, image: str | None, timing: Timing) -> Check:
+    """What deploy-image checks before it creates anything, each step reported; nothing is created."""
+    target = cfg.cloud
+    where = f"{target.region} ({target.vpc_url})"
+    messages: list[str] = []
+    try:
+        cloud = connect(target, resolve_api_key(target), timing=timing)
+        messages.append(f"API key accepted by IAM (account {account_id(cloud.authenticator, timing.retry)}); "
+                        f"resource group {target.resource_group}")
+    except Exception as exc:  # nothing further can be asked without a client
+        return Check(name=vpc_check_name(), target=where, status="error",
+                     messages=[_problem(exc), "not checked further: mover image, image names, image import"])
+    errors = 0
+
+    def mover_image() -> str:
+        found = check_mover_image.fn(cloud, target.mover.image)
+        return f"mover image {found.name} (newest matching {target.mover.image!r})"
+
+    def image_import() -> str:
+        return f"the VPC image service may read COS instance {check_image_import(cloud, target.cos.instance_name).name}"
+
+    steps: list[tuple[str, Callable[[], str]]] = [("mover image", mover_image)]
+    if image is not None:
+        spec, index = cfg.image(image), [i.name for i in cfg.images].index(image)
+
+        def product_names() -> str:
+            check_product_names.fn(cloud, spec, index)
+            return f"custom image {spec.name} and snapshot {spec.snapshot_name}: names free"
+
+        steps.append(("product names", product_names))
+    steps.append(("image import", image_import))
+    for what, step in steps:
+        try:
+            messages.append(step())
+        except Exception as exc:  # each step's failure is reported and the next still checked
+            errors += 1
+            messages.append(f"{what}: {_problem(exc)}")
+    return Check(name=vpc_check_name(), target=where, status="error" if errors else "ok", messages=messages)
+
+
+@task(name="check-cloud", task_run_name="check-cloud", cache_policy=NO_CACHE)
+def check_cloud(config: str, image: str | None, retry_base_seconds: float = 1.0) -> list[Check]:
+    """COS, and with `target.mover.mode: vsi` the VPC API: every problem a check with its message
+    (the API adapters retry what may pass themselves)."""
+    cfg = load_config(config)
+    timing = Timing.of(1.0, 1.0, retry_base_seconds)  # only the retry back-off is used
+    checks = [_cos_check(cfg.cloud.cos)]
+    if cfg.cloud.mover.mode == "vsi":
+        checks.append(_vpc_check(cfg, image, timing))
+    log = get_run_logger()
+    for check in checks:
+        log.info("%s (%s): %s: %s", check.name, check.target, check.status, "; ".join(check.messages))
+    return checks

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from infra.ibmcloud import IbmCloud
 from infra.ledger import Ledger
 from infra.object_store import ObjectStore, ObjectStoreError
+from infra.resource_controller import CosInstance
 from infra.vpc import Resource, VpcError
 from tasks.retry import retryable
 from tasks.teardown import tracked
@@ -34,6 +35,10 @@ class NameTaken(RuntimeError):
 
 class PublishFailed(RuntimeError):
     pass
+
+
+class ImageImportRefused(RuntimeError):
+    """The VPC image service may not read the COS instance; nothing was created."""
 
 
 # API retries are the adapter's
@@ -51,6 +56,19 @@ def check_product_names(cloud: IbmCloud, image: Image, image_index: int) -> None
             f"it (ibmcloud is image-delete / is snapshot-delete) if it is an old build of this image, or give the "
             f"image another name in the config (images[{image_index}].name; the snapshot is <name>-data)."
         )
+
+
+def check_image_import(cloud: IbmCloud, cos_instance_name: str) -> CosInstance:
+    """The COS instance, which the VPC image service must be authorised to read (to import the qcow2)."""
+    cos_instance = cloud.resource_controller.find_cos_instance(cos_instance_name)
+    if not cloud.check_image_authorization(cos_instance.guid):
+        raise ImageImportRefused(
+            f"the VPC image service may not read the Cloud Object Storage instance {cos_instance.name}, so the "
+            "custom image could not be imported; nothing was created. Create the authorization once: ibmcloud iam "
+            "authorization-policy-create is cloud-object-storage Reader --source-resource-type image "
+            f"--target-service-instance-id {cos_instance.guid}"
+        )
+    return cos_instance
 
 
 @task(name="publish", cache_policy=NO_CACHE)

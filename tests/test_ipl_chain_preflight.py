@@ -13,6 +13,8 @@ from tests.support.ipl_system import build_system, config, loadxx, stage
 from tests.support.pds import DASDLOAD
 from tests.support.sshd import Sshd
 
+NO_RETRY = {"retry_delay_seconds": 0, "cloud_check": False}  # the target is a placeholder
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("prefect_harness"),
@@ -28,7 +30,7 @@ def checks(result: dict) -> dict[str, dict]:
 def test_preflight_of_an_image_checks_its_ipl_chain_on_the_staged_volumes(sshd: Sshd, tmp_path: Path) -> None:
     root = tmp_path / "staging"
     stage(build_system(tmp_path / "sys"), root)
-    result = preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", retry_delay_seconds=0)
+    result = preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", **NO_RETRY)
     ipl = checks(result)[CHECK]
     assert ipl["status"] == "ok", ipl
     assert ipl["target"] == "zos25-sysres 2024-05-01_10_00_00"
@@ -41,7 +43,7 @@ def test_a_broken_chain_fails_preflight_naming_volume_data_set_member_and_line(s
     root = tmp_path / "staging"
     stage(build_system(tmp_path / "sys", load=loadxx(iodf="42")), root)
     with pytest.raises(PreflightFailed) as failed:
-        preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", retry_delay_seconds=0)
+        preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", **NO_RETRY)
     message = str(failed.value)
     assert f"  {CHECK} (zos25-sysres 2024-05-01_10_00_00): 1 error(s)" in message
     assert (
@@ -53,7 +55,7 @@ def test_a_broken_chain_fails_preflight_naming_volume_data_set_member_and_line(s
 def test_before_the_first_extraction_the_check_is_a_warning_saying_why(sshd: Sshd, tmp_path: Path) -> None:
     root = tmp_path / "staging"
     root.mkdir()
-    result = preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", retry_delay_seconds=0)
+    result = preflight(str(config(sshd, tmp_path, root, parmlib=False)), image="zos25-dev", **NO_RETRY)
     ipl = checks(result)[CHECK]
     assert ipl["status"] == "warning"
     assert ipl["messages"][0].startswith("not checked: component 'zos25-sysres' has no verified extraction")

@@ -89,6 +89,7 @@ def test_task_runs_are_named_by_what_they_work_on_without_random_suffixes(demo_r
             "collect-subflow-artifacts",
             "check-source-SYSDEMO",
             "check-storage",
+            "check-cloud",
             "check-extraction-demo-sysres",
             "extract-ZRES01",
             "extract-ZRES02",
@@ -158,7 +159,7 @@ def test_a_failed_preflight_report_does_not_count_what_it_did_not_check(sshd: Ss
     site = Site(sshd, tmp_path)
     paths = write_members(tmp_path / "parmlib")
     config = site.config([source_config(sshd, paths, port=free_port())])
-    state = preflight(config, system="SYSA", retry_delay_seconds=0, return_state=True)
+    state = preflight(config, system="SYSA", retry_delay_seconds=0, cloud_check=False, return_state=True)
     assert state.is_failed()
     markdown = next(a for a in artifacts_of(state.state_details.flow_run_id) if a.type == "markdown").data
     assert "| source SYSA: parmlib symbols | warning |" in markdown and "not checked" in markdown

@@ -63,6 +63,14 @@ def storage_check_name() -> str:
     return "storage: reachable and writable"
 
 
+def cos_check_name() -> str:
+    return "cos: bucket reachable and writable"
+
+
+def vpc_check_name() -> str:
+    return "vpc: API key, mover image, image import"
+
+
 class Scope(BaseModel):
     """What a preflight covers: a description, the source systems and the components."""
 

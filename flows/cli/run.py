@@ -68,13 +68,14 @@ def preflight(
     config: ConfigOpt,
     image: Annotated[str | None, typer.Option("--image", help="Check the sources of this image")] = None,
     system: Annotated[str | None, typer.Option("--system", help="Check this source system")] = None,
+    no_cloud: Annotated[bool, typer.Option("--no-cloud", help="Do not reach COS and the VPC API")] = False,
 ) -> None:
-    """Reach sources and storage, check IEASYM/TCP/IP symbols and staging free space."""
+    """Reach sources, storage, COS and the VPC API; check IEASYM/TCP/IP symbols and staging free space."""
     config_or_exit(config)
     _quiet_console(verbose=True)
     from flows.preflight import preflight as flow
 
-    _show(_run(flow, config=str(config), image=image, system=system))
+    _show(_run(flow, config=str(config), image=image, system=system, cloud_check=not no_cloud))
 
 
 @app.command("extract-component")
