@@ -242,3 +242,13 @@ def test_the_builders_settings_template_imports_without_its_key() -> None:
     assert imported.target["cos"]["bucket"] == "wazi-custom-image-bucket" and imported.target["region"] == "ca-tor"
     assert imported.image == {"name": "wazi-custom-image", "os": "zos-2-4-s390x-dev-test-byol"}
     assert "Your IBM Cloud API key" not in repr(imported)
+
+
+def test_a_mapped_variable_without_a_value_is_named_with_its_config_key() -> None:
+    declared_only = (
+        'variable "region" {\n  default = "jp-tok"\n}\n' 'variable "cos_bucket_name" {}\n' 'variable "image_name" {}\n'
+    )
+    imported = import_variables([("variables.tf", declared_only)])
+    assert "cos_bucket_name has no value in these files: it would set target.cos.bucket" in imported.notes
+    assert "image_name has no value in these files: it would set images[].name" in imported.notes
+    assert not any("no equivalent setting" in note for note in imported.notes)

@@ -138,8 +138,11 @@ def import_variables(files: list[tuple[str, str]]) -> Imported:
     notes: list[str] = []
     picked, used = _pick(values, notes)
     _encryption(values, picked, notes)
+    mapped = {name: path for path, names in MAPPING.items() for name in names}
     for name in sorted(declared - set(used) - {ENCRYPTION_TYPE}):
-        if name in SECRET_VARIABLES:
+        if name in mapped:  # declared without a default, and no tfvars file gives it
+            notes.append(f"{name} has no value in these files: it would set {_config_key(mapped[name])}")
+        elif name in SECRET_VARIABLES:
             notes.append(f"{name} is not copied: the config names the environment variable IBMCLOUD_API_KEY instead")
         elif name in NOT_CARRIED:
             notes.append(f"{name} is not carried: {NOT_CARRIED[name]}")
@@ -170,6 +173,11 @@ def import_variables(files: list[tuple[str, str]]) -> Imported:
         if "image.os" in picked:
             image["os"] = picked["image.os"]
     return Imported(target=target, image=image, notes=notes)
+
+
+def _config_key(path: str) -> str:
+    """A mapping path as the config's key: cos.* and mover.* lie under target, image.* under images[]."""
+    return f"images[].{path[6:]}" if path.startswith("image.") else f"target.{path}"
 
 
 def _zone(value: Any, region: str) -> int:
