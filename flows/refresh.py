@@ -61,7 +61,7 @@ def refresh(
         raise ValueError("create_instance needs instance_subnet and instance_ssh_key (names or ids in the VPC)")
     started = time.monotonic()
     if not skip_preflight:
-        preflight(config, image=image)
+        preflight(config, image=image, cloud_check=host is None or also_ibm_cloud)  # the cloud only if deployed to
     extracted = {name: extract_component(config, name) for name in components}
     generations = {name: e["generation"] for name, e in extracted.items()}
     on_host = deploy_host(config, image, host, generations) if host else None
