@@ -60,6 +60,10 @@ def test_a_host_without_a_banner_is_named_with_the_wait(sshd: Sshd, silent_port:
     assert not noisy, [r.getMessage() for r in noisy]
 
 
+def _paramiko_lines(records: Records) -> list[str]:
+    return [r.getMessage() for r in list(records.records) if r.name.startswith("paramiko")]
+
+
 def test_paramiko_tracebacks_stay_available_at_debug(sshd: Sshd, silent_port: int, records: Records) -> None:
     paramiko_log = logging.getLogger("paramiko")
     before = paramiko_log.level
@@ -67,9 +71,13 @@ def test_paramiko_tracebacks_stay_available_at_debug(sshd: Sshd, silent_port: in
     try:
         with pytest.raises(ssh.ConnectError, match="no SSH banner"):
             ssh.connect(SshEndpoint(**sshd.endpoint(port=silent_port)), ssh.Timeouts(connect=1))
+        # paramiko's transport thread logs the traceback as it ends, which may be after connect raised
+        deadline = time.monotonic() + 10
+        while not any("Traceback" in line for line in _paramiko_lines(records)) and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         paramiko_log.setLevel(before)
-    lines = [r.getMessage() for r in records.records if r.name.startswith("paramiko")]
+    lines = _paramiko_lines(records)
     assert any("Traceback" in line for line in lines), lines
     assert all(r.levelno == logging.DEBUG for r in records.records if r.name.startswith("paramiko"))
 
