@@ -26,7 +26,7 @@ from infra.configfile import load_config
 from infra.parmlib import configured
 from tasks.build import NoGeneration
 from tasks.ipl import check_ipl_chain
-from tasks.preflight import RETRY_DELAY_SECONDS, check_cloud, check_source, check_storage, location
+from tasks.preflight import RETRY_DELAY_SECONDS, check_cos, check_source, check_storage, check_vpc, location
 from zimage.config import Source
 from zimage.findings import Finding
 from zimage.ipl_report import ipl_check_name, preflight_check
@@ -78,12 +78,11 @@ def _ipl_outcome(image: str, future: Any) -> tuple[Check, list[Finding] | None]:
     return preflight_check(report), report.findings
 
 
-def _cloud_outcome(mode: str, future: Any) -> list[Check]:
+def _cloud_outcome(name: str, future: Any) -> Check:
     try:
         return future.result()
     except Exception as exc:
-        names = [cos_check_name()] + [vpc_check_name()] * (mode == "vsi")
-        return [_failed(name, "target", exc) for name in names]
+        return _failed(name, "target", exc)
 
 
 def _run_name() -> str:
@@ -128,8 +127,11 @@ def preflight(
     storage_future = storage_task.submit(config)
     ipl_future = (check_ipl_chain.with_options(retry_delay_seconds=retry_delay_seconds).submit(config, image)
                   if image and ipl_check else None)
-    cloud_future = (check_cloud.submit(config, image, min(retry_delay_seconds, 1.0))
-                    if cfg.target is not None and cloud_check else None)
+    cloud_futures = {}
+    if cfg.target is not None and cloud_check:
+        cloud_futures[cos_check_name()] = check_cos.submit(config)
+        if cfg.target.mover.mode == "vsi":
+            cloud_futures[vpc_check_name()] = check_vpc.submit(config, image, min(retry_delay_seconds, 1.0))
     source_futures = {s: source_task.submit(config, s) for s in scope.systems}
     sources = [_source_outcome(cfg.source(s), f) for s, f in source_futures.items()]
     try:
@@ -141,8 +143,7 @@ def preflight(
         storage_check = storage.check
     est = estimate([cfg.component(n) for n in scope.components])
     checks = [c for s in sources for c in s.checks] + [storage_check, space_check(storage, est)]
-    if cloud_future is not None:
-        checks += _cloud_outcome(cfg.cloud.mover.mode, cloud_future)
+    checks += [_cloud_outcome(name, future) for name, future in cloud_futures.items()]
     findings = {s.system: s.findings for s in sources}
     if image and ipl_future is not None:
         ipl, ipl_findings = _ipl_outcome(image, ipl_future)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra import ssh
 from infra.configfile import load_config
-from infra.cos import open_object_store
+from infra.cos import ClientSettings, open_object_store
 from infra.iam import account_id
 from infra.ibmcloud import Timing, connect, resolve_api_key
 from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
@@ -44,6 +45,7 @@ from zimage.preflight import (
 from zimage.symbols import Member, check_ieasym, check_profile, check_tcpdata
 
 CONNECT_RETRIES = 2
+PREFLIGHT_COS = ClientSettings(max_attempts=2, read_timeout_s=60.0)  # report an unreachable endpoint soon
 RETRY_DELAY_SECONDS = 2.0
 _CHECKERS = {"ieasym": check_ieasym, "tcpip_profile": check_profile, "tcpdata": check_tcpdata}
 
@@ -169,7 +171,7 @@ def _cos_check(cos: Cos) -> Check:
     """The bucket takes a small probe object, read back and deleted: what staging needs of the credentials."""
     probe = f"zimage-preflight-{secrets.token_hex(8)}"
     try:
-        store = open_object_store(cos)
+        store = open_object_store(cos, settings=PREFLIGHT_COS)
         where = store.describe()
         store.put_bytes(probe, b"zimage preflight probe\n")
         try:
@@ -226,16 +228,24 @@ def _vpc_check(cfg: Config, image: str | None, timing: Timing) -> Check:
     return Check(name=vpc_check_name(), target=where, status="error" if errors else "ok", messages=messages)
 
 
-@task(name="check-cloud", task_run_name="check-cloud", cache_policy=NO_CACHE)
-def check_cloud(config: str, image: str | None, retry_base_seconds: float = 1.0) -> list[Check]:
-    """COS, and with `target.mover.mode: vsi` the VPC API: every problem a check with its message
-    (the API adapters retry what may pass themselves)."""
-    cfg = load_config(config)
-    timing = Timing.of(1.0, 1.0, retry_base_seconds)  # only the retry back-off is used
-    checks = [_cos_check(cfg.cloud.cos)]
-    if cfg.cloud.mover.mode == "vsi":
-        checks.append(_vpc_check(cfg, image, timing))
-    log = get_run_logger()
-    for check in checks:
-        log.info("%s (%s): %s: %s", check.name, check.target, check.status, "; ".join(check.messages))
-    return checks
+def _logged(check: Check) -> Check:
+    get_run_logger().info("%s (%s): %s: %s", check.name, check.target, check.status, "; ".join(check.messages))
+    return check
+
+
+@task(name="check-cos", task_run_name="check-cos", cache_policy=NO_CACHE)
+def check_cos(config: str) -> Check:
+    """The bucket (or local object directory) the config names takes a probe object."""
+    return _logged(_cos_check(load_config(config).cloud.cos))
+
+
+@task(name="check-vpc", task_run_name="check-vpc", cache_policy=NO_CACHE)
+def check_vpc(config: str, image: str | None, retry_base_seconds: float = 1.0) -> Check:
+    """What deploy-image asks of IAM, the resource controller and the VPC API before it creates anything."""
+    return _logged(_vpc_check(load_config(config), image, _preflight_timing(retry_base_seconds)))
+
+
+def _preflight_timing(retry_base_seconds: float) -> Timing:
+    """One retry of what may pass: a preflight reports an unreachable endpoint, it does not wait it out."""
+    timing = Timing.of(1.0, 1.0, retry_base_seconds)  # only the retry policy is used
+    return replace(timing, retry=replace(timing.retry, attempts=2))

@@ -89,7 +89,7 @@ def test_task_runs_are_named_by_what_they_work_on_without_random_suffixes(demo_r
             "collect-subflow-artifacts",
             "check-source-SYSDEMO",
             "check-storage",
-            "check-cloud",
+            "check-cos",
             "check-extraction-demo-sysres",
             "extract-ZRES01",
             "extract-ZRES02",

@@ -137,7 +137,10 @@ class FakeIbmCloud:
 
         class _Handler(BaseHTTPRequestHandler):
             def _serve(self) -> None:
-                fake._serve(self)
+                try:
+                    fake._serve(self)
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up (a killed run, a timeout)
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
