@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from infra import ssh
 from infra.configfile import load_config
 from infra.cos import ClientSettings, open_object_store
-from infra.iam import account_id
+from infra.iam import RetryPolicy, account_id
 from infra.ibmcloud import Timing, connect, resolve_api_key
 from infra.parmlib import KINDS, MemberReader, ParmlibError, configured, missing
 from infra.staging_store import StagingError, open_store
@@ -247,5 +246,4 @@ def check_vpc(config: str, image: str | None, retry_base_seconds: float = 1.0) -
 
 def _preflight_timing(retry_base_seconds: float) -> Timing:
     """One retry of what may pass: a preflight reports an unreachable endpoint, it does not wait it out."""
-    timing = Timing.of(1.0, 1.0, retry_base_seconds)  # only the retry policy is used
-    return replace(timing, retry=replace(timing.retry, attempts=2))
+    return Timing(retry=RetryPolicy(attempts=2, base_delay=retry_base_seconds, max_delay=retry_base_seconds * 30))
